@@ -1,0 +1,21 @@
+//! Portrait's core: the event model, Segment message parsing, identifier normalisation and
+//! identity resolution (OneID). This crate performs no IO; storage and transport live in other
+//! crates and feed it values.
+//!
+//! The pipeline inside this crate:
+//! 1. [`segment::parse_message`] turns one Segment JSON message into a validated [`Message`],
+//!    extracting and normalising its identifiers through an [`IdentityConfig`].
+//! 2. [`ProfileBook::apply`] resolves the message's identifiers to one profile (creating or
+//!    merging profiles under per-type limits) and folds the message into that profile.
+
+pub mod identity;
+pub mod message;
+pub mod profile;
+pub mod segment;
+pub mod time;
+
+pub use identity::{IdentifierType, IdentityConfig, IdentityError, Normalizer};
+pub use message::{Identifier, Message, MessageKind, SourceId};
+pub use profile::{
+    ApplyOutcome, EventRef, MergeRecord, Profile, ProfileBook, ProfileId, TraitValue,
+};

@@ -1,0 +1,478 @@
+//! Profiles and identity resolution: the [`ProfileBook`].
+//!
+//! Invariants:
+//! - Every live profile has a dense id; ids are never reused except by an unmerge, whose
+//!   first rebuilt part keeps the id of the profile it splits.
+//! - Each normalised identifier belongs to at most one live profile; the index maps it there.
+//! - A merged-away id resolves to its survivor through [`ProfileBook::resolve`].
+//! - No profile holds more values of a type than the type's limit, except through a single
+//!   message carrying more values than the limit (which has nothing to drop).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::IdentityConfig;
+use crate::message::{Identifier, Message, SourceId};
+use crate::time::Millis;
+
+/// Dense profile id.
+pub type ProfileId = u32;
+
+/// Position of an event in the event log.
+pub type EventRef = u64;
+
+/// One trait value with its provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraitValue {
+    /// The value as JSON text.
+    pub value: String,
+    /// Source that set it.
+    pub source: SourceId,
+    /// Event time of the message that set it.
+    pub updated_at: Millis,
+}
+
+/// An identity decision, kept for audit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergeRecord {
+    /// `merge` or `unmerge`.
+    pub action: String,
+    /// When it was decided (receive time of the message, or of the operator request).
+    pub at: Millis,
+    /// The message that caused it (`None` for an operator's unmerge).
+    pub message_id: Option<String>,
+    /// Source of that message.
+    pub source: Option<SourceId>,
+    /// Identifiers the message carried (merge) or the identifier removed (unmerge).
+    pub identifiers: Vec<Identifier>,
+    /// Profile that survived (merge) or was split (unmerge).
+    pub survivor: ProfileId,
+    /// Profiles merged into the survivor (merge) or created by the split (unmerge).
+    pub others: Vec<ProfileId>,
+}
+
+/// One person.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Dense id.
+    pub id: ProfileId,
+    /// Identifiers, in the order they were linked.
+    pub identifiers: Vec<Identifier>,
+    /// Traits merged per key.
+    pub traits: BTreeMap<String, TraitValue>,
+    /// Earliest event time seen.
+    pub first_seen: Millis,
+    /// Latest event time seen.
+    pub last_seen: Millis,
+    /// Event count per source.
+    pub sources: BTreeMap<SourceId, u64>,
+    /// Events as `(event time, log position)`, sorted.
+    pub events: Vec<(Millis, EventRef)>,
+    /// Ids merged into this profile.
+    pub merged_from: Vec<ProfileId>,
+    /// Identity decisions that shaped this profile.
+    pub history: Vec<MergeRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Slot {
+    Live(Box<Profile>),
+    Merged(ProfileId),
+    /// Being rebuilt by an unmerge.
+    Vacant,
+}
+
+/// What applying a message did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApplyOutcome {
+    /// The profile the message now belongs to.
+    pub profile: ProfileId,
+    /// Whether that profile was created by this message.
+    pub created: bool,
+    /// Profiles merged into it.
+    pub merged: Vec<ProfileId>,
+    /// Identifiers not linked because they would break a limit.
+    pub dropped: Vec<Identifier>,
+}
+
+/// Errors of operator actions on profiles.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileError {
+    /// No live profile has that id.
+    #[error("profile {0} does not exist")]
+    NoProfile(ProfileId),
+    /// The identifier is not linked to the profile.
+    #[error("identifier {identifier} is not linked to profile {profile}")]
+    NotLinked {
+        /// Profile.
+        profile: ProfileId,
+        /// Identifier.
+        identifier: String,
+    },
+    /// The profile has only this identifier: there is nothing to split.
+    #[error("profile {0} has a single identifier; there is nothing to unmerge")]
+    Single(ProfileId),
+}
+
+/// All profiles and the identity graph that routes messages to them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProfileBook {
+    #[serde(skip)]
+    config: IdentityConfig,
+    slots: Vec<Slot>,
+    index: HashMap<u128, ProfileId>,
+    /// Identifiers an operator unlinked: they never link to other identifiers again.
+    cut: HashSet<u128>,
+    /// Trait priority per source (higher wins; equal priority → later event time wins).
+    priority: HashMap<SourceId, i32>,
+    #[serde(skip)]
+    reuse: Vec<ProfileId>,
+    live: usize,
+    merges: u64,
+}
+
+fn key(id: &Identifier) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(id.kind.as_bytes());
+    h.update(&[0]);
+    h.update(id.value.as_bytes());
+    h.digest128()
+}
+
+impl ProfileBook {
+    /// An empty book resolving with `config`.
+    pub fn new(config: IdentityConfig) -> Self {
+        Self {
+            config,
+            slots: Vec::new(),
+            index: HashMap::new(),
+            cut: HashSet::new(),
+            priority: HashMap::new(),
+            reuse: Vec::new(),
+            live: 0,
+            merges: 0,
+        }
+    }
+
+    /// Reserves room for `profiles` profiles and `identifiers` identifiers.
+    pub fn reserve(&mut self, profiles: usize, identifiers: usize) {
+        self.slots.reserve(profiles);
+        self.index.reserve(identifiers);
+    }
+
+    /// Replaces the configuration (after loading a snapshot).
+    pub fn set_config(&mut self, config: IdentityConfig) {
+        self.config = config;
+    }
+
+    /// The identity configuration.
+    pub fn config(&self) -> &IdentityConfig {
+        &self.config
+    }
+
+    /// Sets a source's trait priority.
+    pub fn set_priority(&mut self, source: SourceId, priority: i32) {
+        self.priority.insert(source, priority);
+    }
+
+    /// Number of live profiles.
+    pub fn live(&self) -> usize {
+        self.live
+    }
+
+    /// Number of merges performed.
+    pub fn merges(&self) -> u64 {
+        self.merges
+    }
+
+    /// Number of identifiers linked.
+    pub fn identifiers(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Highest id ever allocated plus one.
+    pub fn id_space(&self) -> u32 {
+        self.slots.len() as u32
+    }
+
+    /// The live profile an id resolves to (following merges).
+    pub fn resolve(&self, mut id: ProfileId) -> Option<ProfileId> {
+        for _ in 0..64 {
+            match self.slots.get(id as usize)? {
+                Slot::Live(_) => return Some(id),
+                Slot::Merged(into) => id = *into,
+                Slot::Vacant => return None,
+            }
+        }
+        None
+    }
+
+    /// A live profile by id (following merges).
+    pub fn get(&self, id: ProfileId) -> Option<&Profile> {
+        match self.slots.get(self.resolve(id)? as usize)? {
+            Slot::Live(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The profile holding an identifier (normalise it first).
+    pub fn by_identifier(&self, id: &Identifier) -> Option<ProfileId> {
+        self.index.get(&key(id)).copied()
+    }
+
+    /// Iterates over live profiles.
+    pub fn profiles(&self) -> impl Iterator<Item = &Profile> {
+        self.slots.iter().filter_map(|s| match s {
+            Slot::Live(p) => Some(p.as_ref()),
+            _ => None,
+        })
+    }
+
+    /// Retired ids and their survivors.
+    pub fn redirects(&self) -> impl Iterator<Item = (ProfileId, ProfileId)> + '_ {
+        self.slots.iter().enumerate().filter_map(|(i, s)| match s {
+            Slot::Merged(_) => Some((i as ProfileId, self.resolve(i as ProfileId)?)),
+            _ => None,
+        })
+    }
+
+    fn live_mut(&mut self, id: ProfileId) -> &mut Profile {
+        match &mut self.slots[id as usize] {
+            Slot::Live(p) => p,
+            _ => unreachable!("profile {id} is live by the index invariant"),
+        }
+    }
+
+    fn live_ref(&self, id: ProfileId) -> &Profile {
+        match &self.slots[id as usize] {
+            Slot::Live(p) => p,
+            _ => unreachable!("profile {id} is live by the index invariant"),
+        }
+    }
+
+    fn allocate(&mut self) -> ProfileId {
+        self.live += 1;
+        if let Some(id) = self.reuse.pop() {
+            self.slots[id as usize] = Slot::Live(Box::new(Profile { id, ..Profile::default() }));
+            return id;
+        }
+        let id = self.slots.len() as ProfileId;
+        self.slots.push(Slot::Live(Box::new(Profile { id, ..Profile::default() })));
+        id
+    }
+
+    /// Whether linking `ids` into the union of `profiles` keeps every type within its limit.
+    fn within_limits(&self, ids: &[Identifier], profiles: &[ProfileId]) -> bool {
+        let mut counts = vec![0u32; self.config.types.len()];
+        let mut seen = HashSet::new();
+        let all = profiles.iter().flat_map(|p| self.live_ref(*p).identifiers.iter()).chain(ids);
+        for id in all {
+            if seen.insert(key(id)) {
+                if let Some(rank) = self.config.rank(&id.kind) {
+                    counts[rank] += 1;
+                }
+            }
+        }
+        counts.iter().zip(&self.config.types).all(|(n, t)| *n <= t.limit)
+    }
+
+    /// Resolves a message to its profile (creating or merging as needed) and folds it in.
+    pub fn apply(&mut self, msg: &Message, at: EventRef) -> ApplyOutcome {
+        let (mut ids, cut): (Vec<Identifier>, Vec<Identifier>) =
+            msg.identifiers.iter().cloned().partition(|id| !self.cut.contains(&key(id)));
+        if ids.is_empty() {
+            // Only unlinked identifiers: the message belongs to the first one's own profile.
+            ids = cut.into_iter().take(1).collect();
+        }
+        let mut out = ApplyOutcome::default();
+        let profiles = loop {
+            let mut profiles: Vec<ProfileId> =
+                ids.iter().filter_map(|id| self.index.get(&key(id)).copied()).collect();
+            profiles.sort_unstable();
+            profiles.dedup();
+            if ids.len() <= 1 || self.within_limits(&ids, &profiles) {
+                break profiles;
+            }
+            if let Some(lowest) = ids.pop() {
+                out.dropped.push(lowest);
+            }
+        };
+        let target = match profiles.first() {
+            Some(&first) => first,
+            None => {
+                out.created = true;
+                self.allocate()
+            }
+        };
+        for &other in &profiles[profiles.len().min(1)..] {
+            self.merge_into(target, other);
+        }
+        if !out.created && profiles.len() > 1 {
+            self.merges += profiles.len() as u64 - 1;
+            let record = MergeRecord {
+                action: "merge".into(),
+                at: msg.received_at,
+                message_id: Some(msg.message_id.clone()),
+                source: Some(msg.source),
+                identifiers: ids.clone(),
+                survivor: target,
+                others: profiles[1..].to_vec(),
+            };
+            self.live_mut(target).history.push(record);
+        }
+        out.merged = profiles.get(1..).map(<[_]>::to_vec).unwrap_or_default();
+        for id in ids {
+            if self.index.insert(key(&id), target).is_none() {
+                self.live_mut(target).identifiers.push(id);
+            }
+        }
+        out.profile = target;
+        let priority = std::mem::take(&mut self.priority);
+        fold(self.live_mut(target), msg, at, &priority);
+        self.priority = priority;
+        out
+    }
+
+    fn merge_into(&mut self, target: ProfileId, other: ProfileId) {
+        let Slot::Live(gone) = std::mem::replace(&mut self.slots[other as usize], Slot::Merged(target))
+        else {
+            unreachable!("merging a live profile");
+        };
+        self.live -= 1;
+        for id in &gone.identifiers {
+            self.index.insert(key(id), target);
+        }
+        let priority = std::mem::take(&mut self.priority);
+        let into = self.live_mut(target);
+        into.identifiers.extend(gone.identifiers);
+        for (k, v) in gone.traits {
+            let wins = match into.traits.get(&k) {
+                None => true,
+                Some(old) => outranks(&v, old, &priority),
+            };
+            if wins {
+                into.traits.insert(k, v);
+            }
+        }
+        into.first_seen = into.first_seen.min(gone.first_seen);
+        into.last_seen = into.last_seen.max(gone.last_seen);
+        for (s, n) in gone.sources {
+            *into.sources.entry(s).or_default() += n;
+        }
+        let mine = std::mem::take(&mut into.events);
+        into.events = merge_sorted(mine, gone.events);
+        into.merged_from.push(other);
+        into.merged_from.extend(gone.merged_from);
+        into.history.extend(gone.history);
+        into.history.sort_by_key(|r| r.at);
+        self.priority = priority;
+    }
+
+    /// Starts splitting `profile` by unlinking `identifier`.
+    ///
+    /// The identifier is marked as never linking again; the profile is dissolved and the
+    /// events to replay through [`ProfileBook::apply`] are returned in log order. Call
+    /// [`ProfileBook::finish_unmerge`] after the replay.
+    pub fn begin_unmerge(
+        &mut self,
+        profile: ProfileId,
+        identifier: &Identifier,
+    ) -> Result<Vec<EventRef>, ProfileError> {
+        let id = self.resolve(profile).ok_or(ProfileError::NoProfile(profile))?;
+        let p = self.live_ref(id);
+        if !p.identifiers.contains(identifier) {
+            return Err(ProfileError::NotLinked { profile: id, identifier: identifier.to_string() });
+        }
+        if p.identifiers.len() == 1 {
+            return Err(ProfileError::Single(id));
+        }
+        self.cut.insert(key(identifier));
+        let Slot::Live(gone) = std::mem::replace(&mut self.slots[id as usize], Slot::Vacant) else {
+            unreachable!("resolved to a live profile");
+        };
+        self.live -= 1;
+        for ident in &gone.identifiers {
+            self.index.remove(&key(ident));
+        }
+        self.reuse = vec![id];
+        let mut refs: Vec<EventRef> = gone.events.iter().map(|(_, r)| *r).collect();
+        refs.sort_unstable();
+        Ok(refs)
+    }
+
+    /// Finishes an unmerge: records it on every profile the split produced.
+    pub fn finish_unmerge(
+        &mut self,
+        profile: ProfileId,
+        identifier: &Identifier,
+        parts: &[ProfileId],
+        at: Millis,
+    ) {
+        self.reuse.clear();
+        if matches!(self.slots.get(profile as usize), Some(Slot::Vacant)) {
+            // Every event went elsewhere; keep the old id resolvable.
+            let to = parts.first().copied().unwrap_or(profile);
+            self.slots[profile as usize] = Slot::Merged(to);
+        }
+        let mut parts: Vec<ProfileId> = parts.iter().filter_map(|p| self.resolve(*p)).collect();
+        parts.sort_unstable();
+        parts.dedup();
+        let record = MergeRecord {
+            action: "unmerge".into(),
+            at,
+            message_id: None,
+            source: None,
+            identifiers: vec![identifier.clone()],
+            survivor: profile,
+            others: parts.clone(),
+        };
+        for p in parts {
+            self.live_mut(p).history.push(record.clone());
+        }
+    }
+}
+
+fn outranks(new: &TraitValue, old: &TraitValue, priority: &HashMap<SourceId, i32>) -> bool {
+    let p = |s| priority.get(&s).copied().unwrap_or(0);
+    (p(new.source), new.updated_at) >= (p(old.source), old.updated_at)
+}
+
+fn fold(p: &mut Profile, msg: &Message, at: EventRef, priority: &HashMap<SourceId, i32>) {
+    let first = p.events.is_empty();
+    for (k, v) in msg.traits_map() {
+        let new = TraitValue { value: v.to_string(), source: msg.source, updated_at: msg.timestamp };
+        let wins = p.traits.get(&k).is_none_or(|old| outranks(&new, old, priority));
+        if wins {
+            p.traits.insert(k, new);
+        }
+    }
+    p.first_seen = if first { msg.timestamp } else { p.first_seen.min(msg.timestamp) };
+    p.last_seen = if first { msg.timestamp } else { p.last_seen.max(msg.timestamp) };
+    *p.sources.entry(msg.source).or_default() += 1;
+    let entry = (msg.timestamp, at);
+    match p.events.last() {
+        Some(last) if *last > entry => {
+            let pos = p.events.partition_point(|e| *e < entry);
+            p.events.insert(pos, entry);
+        }
+        _ => p.events.push(entry),
+    }
+}
+
+fn merge_sorted<T: Ord + Copy>(a: Vec<T>, b: Vec<T>) -> Vec<T> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i] <= b[j] {
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
