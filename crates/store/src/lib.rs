@@ -1,1 +1,18 @@
-//! placeholder
+//! Portrait's durable storage and the engine that owns the profile state.
+//!
+//! - [`wal`]: the segmented, checksummed append-only event log. It is both the write-ahead log
+//!   (a message is acknowledged only after its record is fsynced) and the permanent event
+//!   store that timelines and unmerges read back.
+//! - [`sources`]: the registry of sources and their write keys.
+//! - [`engine`]: one committer thread that deduplicates, logs (group commit), and applies
+//!   messages to the in-memory [`portrait_core::ProfileBook`]; snapshots bound restart time.
+
+pub mod engine;
+pub mod error;
+pub mod sources;
+pub mod wal;
+
+
+pub use engine::{Engine, EngineOptions, IngestReport, State, Stats};
+pub use error::StoreError;
+pub use sources::{Source, SourceKind, SourceRegistry};

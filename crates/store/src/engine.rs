@@ -1,0 +1,607 @@
+//! The engine: one committer thread owns all writes.
+//!
+//! A write is a [`Job`] on a bounded queue (a full queue is [`StoreError::Busy`], which the HTTP
+//! layer answers with 429). The committer takes every job waiting (up to a group size),
+//! deduplicates messages by `(source, messageId)`, appends them to the log, syncs once (group
+//! commit), applies them to the [`ProfileBook`] under its write lock, and only then answers each
+//! job. So an acknowledged message is durable and already visible to readers.
+//!
+//! Restart: load `DIR/snapshot.bin` (the book, the dedup set and the log position it covers),
+//! then replay the log from there. Snapshots are written every `snapshot_every` records and on
+//! a clean shutdown; a crash loses no acknowledged message, only replay time.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use portrait_core::{Identifier, IdentityConfig, Message, ProfileBook, ProfileId, SourceId};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StoreError};
+use crate::sources::{write_atomic, SourceRegistry};
+use crate::wal::{LogReader, Wal};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Log segment size in bytes.
+    pub segment_bytes: u64,
+    /// Jobs that may wait for the committer before [`StoreError::Busy`].
+    pub queue: usize,
+    /// Most messages committed in one group (one fsync).
+    pub max_group: usize,
+    /// Records between snapshots.
+    pub snapshot_every: u64,
+    /// Identity configuration; `None` reads `DIR/identity.yaml` or uses the defaults.
+    pub identity: Option<IdentityConfig>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 256 << 20,
+            queue: 4096,
+            max_group: 100_000,
+            snapshot_every: 5_000_000,
+            identity: None,
+        }
+    }
+}
+
+/// What an ingest call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IngestReport {
+    /// Messages newly stored.
+    pub accepted: usize,
+    /// Messages already stored (same source and messageId), skipped.
+    pub duplicates: usize,
+}
+
+/// Counters over the whole store.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stats {
+    /// Messages stored.
+    pub events: u64,
+    /// Duplicates skipped.
+    pub duplicates: u64,
+    /// Messages stored per source id.
+    pub per_source: BTreeMap<SourceId, u64>,
+    /// Unmerges performed.
+    pub unmerges: u64,
+}
+
+/// A record of the log.
+#[derive(Debug, Serialize, Deserialize)]
+enum LogRecord {
+    Message(Message),
+    Unmerge { profile: ProfileId, identifier: Identifier, at: i64 },
+}
+
+/// Borrowed twin of [`LogRecord`] for encoding without copies (same variant order).
+#[derive(Serialize)]
+enum LogRecordRef<'a> {
+    Message(&'a Message),
+    #[allow(dead_code)]
+    Unmerge { profile: ProfileId, identifier: &'a Identifier, at: i64 },
+}
+
+type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;
+
+enum Job {
+    Messages(Vec<Message>, Reply<IngestReport>),
+    Unmerge(ProfileId, Identifier, Reply<Vec<ProfileId>>),
+    Snapshot(Reply<()>),
+    Stop,
+}
+
+/// The state readers see.
+pub struct State {
+    /// Profiles and the identity graph.
+    pub book: ProfileBook,
+    /// Counters.
+    pub stats: Stats,
+}
+
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    version: u32,
+    log_end: u64,
+    book: &'a ProfileBook,
+    stats: &'a Stats,
+    dedup: &'a HashSet<u128>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotOwned {
+    version: u32,
+    log_end: u64,
+    book: ProfileBook,
+    stats: Stats,
+    dedup: HashSet<u128>,
+}
+
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// The embedded engine over a data directory.
+pub struct Engine {
+    dir: PathBuf,
+    state: Arc<RwLock<State>>,
+    sources: Arc<RwLock<SourceRegistry>>,
+    log: Arc<LogReader>,
+    tx: SyncSender<Job>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+    _lock: File,
+}
+
+fn dedup_key(source: SourceId, message_id: &str) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&source.to_le_bytes());
+    h.update(message_id.as_bytes());
+    h.digest128()
+}
+
+/// Loads `DIR/identity.yaml` when present, else the defaults.
+pub fn load_identity(dir: &Path) -> Result<IdentityConfig> {
+    let path = dir.join("identity.yaml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let mut config: IdentityConfig = serde_yaml::from_str(&text)
+                .map_err(|e| StoreError::Config { path: path.clone(), reason: e.to_string() })?;
+            config
+                .compile()
+                .map_err(|e| StoreError::Config { path: path.clone(), reason: e.to_string() })?;
+            Ok(config)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(IdentityConfig::default()),
+        Err(e) => Err(StoreError::io(&path)(e)),
+    }
+}
+
+/// Takes the data directory's lock file, so two processes never write one directory.
+pub fn lock_dir(dir: &Path) -> Result<File> {
+    std::fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+    let path = dir.join("LOCK");
+    let file = File::create(&path).map_err(StoreError::io(&path))?;
+    file.try_lock().map_err(|_| StoreError::Locked(dir.to_path_buf()))?;
+    Ok(file)
+}
+
+impl Engine {
+    /// Opens the engine on `dir`: takes the lock, loads the snapshot, replays the log, starts
+    /// the committer.
+    pub fn open(dir: &Path, options: EngineOptions) -> Result<Self> {
+        let lock = lock_dir(dir)?;
+        let config = match options.identity.clone() {
+            Some(c) => c,
+            None => load_identity(dir)?,
+        };
+        let sources = SourceRegistry::open(dir)?;
+        let (wal, cut) = Wal::open(&dir.join("log"), options.segment_bytes)?;
+        if cut > 0 {
+            tracing::warn!(bytes = cut, "log had a torn tail from a crash; unacknowledged bytes dropped");
+        }
+        let started = Instant::now();
+        let snap_path = dir.join("snapshot.bin");
+        let (mut state, mut dedup, from) = match std::fs::read(&snap_path) {
+            Ok(bytes) => {
+                let snap: SnapshotOwned = bincode::deserialize(&bytes).map_err(|e| {
+                    StoreError::Corrupt { path: snap_path.clone(), reason: e.to_string() }
+                })?;
+                if snap.version != SNAPSHOT_VERSION || snap.log_end > wal.end() {
+                    return Err(StoreError::Corrupt {
+                        path: snap_path,
+                        reason: "snapshot does not match the log; delete it to rebuild from the log".into(),
+                    });
+                }
+                let mut book = snap.book;
+                book.set_config(config.clone());
+                (State { book, stats: snap.stats }, snap.dedup, snap.log_end)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (State { book: ProfileBook::new(config.clone()), stats: Stats::default() }, HashSet::new(), 0)
+            }
+            Err(e) => return Err(StoreError::io(&snap_path)(e)),
+        };
+        for s in sources.list() {
+            state.book.set_priority(s.id, s.priority);
+        }
+        let reader = wal.reader();
+        let mut replayed = 0u64;
+        wal.replay(from, |offset, payload| {
+            replayed += 1;
+            let record: LogRecord = bincode::deserialize(payload).map_err(|e| StoreError::Corrupt {
+                path: dir.join("log"),
+                reason: format!("record at {offset}: {e}"),
+            })?;
+            match record {
+                LogRecord::Message(m) => {
+                    dedup.insert(dedup_key(m.source, &m.message_id));
+                    apply_message(&mut state, &m, offset);
+                }
+                LogRecord::Unmerge { profile, identifier, at } => {
+                    apply_unmerge(&mut state, &reader, profile, &identifier, at)?;
+                }
+            }
+            Ok(())
+        })?;
+        tracing::info!(
+            profiles = state.book.live(),
+            replayed,
+            ms = started.elapsed().as_millis() as u64,
+            "engine state recovered"
+        );
+        let state = Arc::new(RwLock::new(state));
+        let (tx, rx) = sync_channel(options.queue);
+        let committer = Committer {
+            dir: dir.to_path_buf(),
+            wal,
+            state: state.clone(),
+            dedup,
+            max_group: options.max_group,
+            snapshot_every: options.snapshot_every,
+            since_snapshot: replayed,
+        };
+        let handle = std::thread::Builder::new()
+            .name("portrait-committer".into())
+            .spawn(move || committer.run(rx))
+            .map_err(StoreError::io(dir))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            state,
+            sources: Arc::new(RwLock::new(sources)),
+            log: reader,
+            tx,
+            committer: Mutex::new(Some(handle)),
+            _lock: lock,
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Read access to profiles and counters.
+    pub fn state(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read()
+    }
+
+    /// Read access to the sources.
+    pub fn sources(&self) -> RwLockReadGuard<'_, SourceRegistry> {
+        self.sources.read()
+    }
+
+    /// Write access to the sources (adding sources and keys). Call
+    /// [`Engine::sync_priorities`] after changing priorities.
+    pub fn sources_mut(&self) -> RwLockWriteGuard<'_, SourceRegistry> {
+        self.sources.write()
+    }
+
+    /// Copies source trait priorities into the profile book.
+    pub fn sync_priorities(&self) {
+        let sources = self.sources.read();
+        let mut state = self.state.write();
+        for s in sources.list() {
+            state.book.set_priority(s.id, s.priority);
+        }
+    }
+
+    /// Queues messages without waiting; `reply` is called once they are durable and applied.
+    /// Returns [`StoreError::Busy`] when the queue is full.
+    pub fn submit(
+        &self,
+        messages: Vec<Message>,
+        reply: impl FnOnce(Result<IngestReport>) + Send + 'static,
+    ) -> Result<()> {
+        match self.tx.try_send(Job::Messages(messages, Box::new(reply))) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(StoreError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(StoreError::Stopped),
+        }
+    }
+
+    fn call<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T> {
+        let (tx, rx) = sync_channel(1);
+        let reply: Reply<T> = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        self.tx.send(make(reply)).map_err(|_| StoreError::Stopped)?;
+        rx.recv().map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Stores messages and waits until they are durable and applied.
+    pub fn ingest(&self, messages: Vec<Message>) -> Result<IngestReport> {
+        self.call(|reply| Job::Messages(messages, reply))
+    }
+
+    /// Splits a profile by unlinking one identifier; its events are replayed to rebuild the
+    /// parts. Returns the profiles the split produced.
+    pub fn unmerge(&self, profile: ProfileId, identifier: Identifier) -> Result<Vec<ProfileId>> {
+        self.call(|reply| Job::Unmerge(profile, identifier, reply))
+    }
+
+    /// Writes a snapshot now.
+    pub fn snapshot(&self) -> Result<()> {
+        self.call(Job::Snapshot)
+    }
+
+    /// Reads one stored message.
+    pub fn read_event(&self, at: u64) -> Result<Message> {
+        decode_message(&self.log, at)
+    }
+
+    /// A page of a profile's timeline, newest first: events `skip..skip+limit` counted from the
+    /// newest. Returns the events and whether more remain.
+    pub fn timeline(
+        &self,
+        profile: ProfileId,
+        skip: usize,
+        limit: usize,
+    ) -> Result<Option<(Vec<(u64, Message)>, bool)>> {
+        let refs: Vec<u64> = {
+            let state = self.state.read();
+            let Some(p) = state.book.get(profile) else { return Ok(None) };
+            p.events.iter().rev().skip(skip).take(limit + 1).map(|(_, r)| *r).collect()
+        };
+        let more = refs.len() > limit;
+        let events = refs
+            .into_iter()
+            .take(limit)
+            .map(|r| Ok((r, self.read_event(r)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some((events, more)))
+    }
+
+    /// Calls `f` for every stored message in log order (for compaction and exports).
+    pub fn scan(&self, mut f: impl FnMut(u64, Message) -> Result<()>) -> Result<()> {
+        let (wal, _) = Wal::open(&self.dir.join("log"), u64::MAX)?;
+        wal.replay(0, |offset, payload| match bincode::deserialize::<LogRecord>(payload) {
+            Ok(LogRecord::Message(m)) => f(offset, m),
+            Ok(LogRecord::Unmerge { .. }) => Ok(()),
+            Err(e) => Err(StoreError::Corrupt { path: self.dir.join("log"), reason: e.to_string() }),
+        })
+    }
+
+    /// Stops the committer after the work queued so far, writing a snapshot.
+    pub fn close(&self) {
+        let _ = self.tx.send(Job::Stop);
+        if let Some(handle) = self.committer.lock().take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn decode_message(log: &LogReader, at: u64) -> Result<Message> {
+    match bincode::deserialize::<LogRecord>(&log.read(at)?) {
+        Ok(LogRecord::Message(m)) => Ok(m),
+        _ => Err(StoreError::Corrupt {
+            path: PathBuf::from("log"),
+            reason: format!("no message at {at}"),
+        }),
+    }
+}
+
+fn apply_message(state: &mut State, m: &Message, offset: u64) {
+    state.book.apply(m, offset);
+    state.stats.events += 1;
+    *state.stats.per_source.entry(m.source).or_default() += 1;
+}
+
+fn apply_unmerge(
+    state: &mut State,
+    log: &LogReader,
+    profile: ProfileId,
+    identifier: &Identifier,
+    at: i64,
+) -> Result<Vec<ProfileId>> {
+    let refs = state.book.begin_unmerge(profile, identifier)?;
+    let mut parts = Vec::new();
+    for r in refs {
+        let m = decode_message(log, r)?;
+        parts.push(state.book.apply(&m, r).profile);
+    }
+    parts.sort_unstable();
+    parts.dedup();
+    state.book.finish_unmerge(profile, identifier, &parts, at);
+    state.stats.unmerges += 1;
+    let mut live: Vec<ProfileId> = parts.iter().filter_map(|p| state.book.resolve(*p)).collect();
+    live.sort_unstable();
+    live.dedup();
+    Ok(live)
+}
+
+struct Committer {
+    dir: PathBuf,
+    wal: Wal,
+    state: Arc<RwLock<State>>,
+    dedup: HashSet<u128>,
+    max_group: usize,
+    snapshot_every: u64,
+    since_snapshot: u64,
+}
+
+impl Committer {
+    fn run(mut self, rx: Receiver<Job>) {
+        let mut buf = Vec::with_capacity(4096);
+        while let Ok(first) = rx.recv() {
+            let mut jobs = vec![first];
+            let mut size = 0;
+            while size < self.max_group {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        if let Job::Messages(m, _) = &job {
+                            size += m.len();
+                        }
+                        jobs.push(job);
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            let mut stop = false;
+            let mut batches = Vec::new();
+            let mut others = Vec::new();
+            for job in jobs {
+                match job {
+                    Job::Messages(m, reply) => batches.push((m, reply)),
+                    Job::Stop => stop = true,
+                    other => others.push(other),
+                }
+            }
+            if !batches.is_empty() {
+                self.commit_messages(batches, &mut buf);
+            }
+            for job in others {
+                match job {
+                    Job::Unmerge(profile, identifier, reply) => {
+                        reply(self.commit_unmerge(profile, identifier, &mut buf))
+                    }
+                    Job::Snapshot(reply) => reply(self.snapshot()),
+                    Job::Messages(..) | Job::Stop => {}
+                }
+            }
+            if stop {
+                break;
+            }
+            if self.since_snapshot >= self.snapshot_every {
+                if let Err(e) = self.snapshot() {
+                    tracing::error!(error = %e, "snapshot failed");
+                }
+            }
+        }
+        if self.since_snapshot > 0 {
+            if let Err(e) = self.snapshot() {
+                tracing::error!(error = %e, "snapshot at shutdown failed");
+            }
+        }
+    }
+
+    fn commit_messages(&mut self, batches: Vec<(Vec<Message>, Reply<IngestReport>)>, buf: &mut Vec<u8>) {
+        let mut staged: Vec<(Vec<(u64, Message)>, IngestReport, Reply<IngestReport>)> = Vec::new();
+        let mut new_keys = Vec::new();
+        let mut failed: Option<StoreError> = None;
+        for (messages, reply) in batches {
+            let mut report = IngestReport::default();
+            let mut kept = Vec::with_capacity(messages.len());
+            for m in messages {
+                if failed.is_some() {
+                    break;
+                }
+                let key = dedup_key(m.source, &m.message_id);
+                if !self.dedup.insert(key) {
+                    report.duplicates += 1;
+                    continue;
+                }
+                new_keys.push(key);
+                buf.clear();
+                if let Err(e) = bincode::serialize_into(&mut *buf, &LogRecordRef::Message(&m)) {
+                    failed = Some(StoreError::Corrupt { path: self.dir.clone(), reason: e.to_string() });
+                    break;
+                }
+                match self.wal.append(buf) {
+                    Ok(at) => kept.push((at, m)),
+                    Err(e) => failed = Some(e),
+                }
+                report.accepted += 1;
+            }
+            staged.push((kept, report, reply));
+        }
+        if failed.is_none() {
+            if let Err(e) = self.wal.sync() {
+                failed = Some(e);
+            }
+        }
+        if let Some(e) = failed {
+            // Nothing of this group is acknowledged; forget its keys so a retry is accepted.
+            tracing::error!(error = %e, "log write failed; group refused");
+            for key in new_keys {
+                self.dedup.remove(&key);
+            }
+            let reason = e.to_string();
+            for (_, _, reply) in staged {
+                reply(Err(StoreError::Corrupt { path: self.dir.join("log"), reason: reason.clone() }));
+            }
+            return;
+        }
+        {
+            let mut state = self.state.write();
+            for (kept, report, _) in &staged {
+                for (at, m) in kept {
+                    apply_message(&mut state, m, *at);
+                }
+                state.stats.duplicates += report.duplicates as u64;
+            }
+        }
+        for (kept, report, reply) in staged {
+            self.since_snapshot += kept.len() as u64;
+            reply(Ok(report));
+        }
+    }
+
+    fn commit_unmerge(
+        &mut self,
+        profile: ProfileId,
+        identifier: Identifier,
+        buf: &mut Vec<u8>,
+    ) -> Result<Vec<ProfileId>> {
+        {
+            // Validate before logging so a refused unmerge leaves no record.
+            let state = self.state.read();
+            let p = state.book.resolve(profile).and_then(|id| state.book.get(id));
+            let p = p.ok_or(portrait_core::profile::ProfileError::NoProfile(profile))?;
+            if !p.identifiers.contains(&identifier) {
+                return Err(portrait_core::profile::ProfileError::NotLinked {
+                    profile,
+                    identifier: identifier.to_string(),
+                }
+                .into());
+            }
+            if p.identifiers.len() == 1 {
+                return Err(portrait_core::profile::ProfileError::Single(profile).into());
+            }
+        }
+        let at = portrait_core::time::now();
+        let profile = self.state.read().book.resolve(profile).unwrap_or(profile);
+        buf.clear();
+        bincode::serialize_into(
+            &mut *buf,
+            &LogRecordRef::Unmerge { profile, identifier: &identifier, at },
+        )
+        .map_err(|e| StoreError::Corrupt { path: self.dir.clone(), reason: e.to_string() })?;
+        self.wal.append(buf)?;
+        self.wal.sync()?;
+        self.since_snapshot += 1;
+        let reader = self.wal.reader();
+        let mut state = self.state.write();
+        apply_unmerge(&mut state, &reader, profile, &identifier, at)
+    }
+
+    fn snapshot(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let state = self.state.read();
+        let snap = SnapshotRef {
+            version: SNAPSHOT_VERSION,
+            log_end: self.wal.end(),
+            book: &state.book,
+            stats: &state.stats,
+            dedup: &self.dedup,
+        };
+        let bytes = bincode::serialize(&snap)
+            .map_err(|e| StoreError::Corrupt { path: self.dir.clone(), reason: e.to_string() })?;
+        drop(state);
+        write_atomic(&self.dir.join("snapshot.bin"), &bytes)?;
+        self.since_snapshot = 0;
+        tracing::info!(bytes = bytes.len(), ms = started.elapsed().as_millis() as u64, "snapshot written");
+        Ok(())
+    }
+}
