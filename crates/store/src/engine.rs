@@ -130,6 +130,7 @@ const SNAPSHOT_VERSION: u32 = 1;
 /// The embedded engine over a data directory.
 pub struct Engine {
     dir: PathBuf,
+    identity: Arc<IdentityConfig>,
     state: Arc<RwLock<State>>,
     sources: Arc<RwLock<SourceRegistry>>,
     log: Arc<LogReader>,
@@ -252,6 +253,7 @@ impl Engine {
             .map_err(StoreError::io(dir))?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            identity: Arc::new(config),
             state,
             sources: Arc::new(RwLock::new(sources)),
             log: reader,
@@ -264,6 +266,11 @@ impl Engine {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The identity configuration in force.
+    pub fn identity(&self) -> &IdentityConfig {
+        &self.identity
     }
 
     /// Read access to profiles and counters.

@@ -10,6 +10,7 @@
 pub mod engine;
 pub mod error;
 pub mod sources;
+pub mod views;
 pub mod wal;
 
 

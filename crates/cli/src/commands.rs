@@ -1,0 +1,130 @@
+//! Subcommand implementations.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use portrait_core::{Identifier, ProfileId};
+use portrait_store::views::{merges_json, profile_json};
+use portrait_store::{Engine, EngineOptions, SourceKind};
+
+fn open(data: &Path) -> Result<Engine> {
+    Engine::open(data, EngineOptions::default())
+        .with_context(|| format!("cannot open data directory {}", data.display()))
+}
+
+/// `portrait serve`.
+pub fn serve(data: &Path, listen: SocketAddr, limits: portrait_server::Limits) -> Result<()> {
+    let engine = Arc::new(open(data)?);
+    let (token, created) =
+        portrait_server::admin_token(data, std::env::var("PORTRAIT_ADMIN_TOKEN").ok())
+            .context("cannot read or create the admin token")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let app = Arc::new(portrait_server::App { engine: engine.clone(), limits, admin_token: token.clone() });
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        eprintln!("Portrait is serving {} on http://{addr}", data.display());
+        if created {
+            eprintln!("Admin token (shown once; stored in {}/admin_token): {token}", data.display());
+        }
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        portrait_server::serve(app, listener, shutdown).await?;
+        anyhow::Ok(())
+    })?;
+    engine.close();
+    eprintln!("Portrait stopped; state saved.");
+    Ok(())
+}
+
+/// `portrait source add`.
+pub fn source_add(data: &Path, name: &str, kind: &str, key: Option<&str>) -> Result<()> {
+    let kind = SourceKind::parse(kind)?;
+    let _lock = portrait_store::engine::lock_dir(data)?;
+    let mut reg = portrait_store::SourceRegistry::open(data)?;
+    let source = reg.add(name, kind, key)?;
+    println!("{}", source.write_keys[0]);
+    Ok(())
+}
+
+/// `portrait source list`.
+pub fn source_list(data: &Path) -> Result<()> {
+    let reg = portrait_store::SourceRegistry::open(data)?;
+    for s in reg.list() {
+        let kind = serde_json::to_value(s.kind)?;
+        println!("{}\t{}\t{}", s.name, kind.as_str().unwrap_or("?"), s.write_keys.join(","));
+    }
+    Ok(())
+}
+
+/// Parses and normalises `type:value`.
+pub fn parse_identifier(engine: &Engine, text: &str) -> Result<Identifier> {
+    let (kind, value) = text
+        .split_once(':')
+        .ok_or_else(|| anyhow!("identifier `{text}` must be `type:value`, e.g. phone:13800000000"))?;
+    let config = engine.identity();
+    if config.rank(kind).is_none() {
+        let known: Vec<&str> = config.types.iter().map(|t| t.name.as_str()).collect();
+        bail!("unknown identifier type `{kind}`; known: {}", known.join(", "));
+    }
+    Ok(match config.normalize(kind, value) {
+        Ok(v) => Identifier::new(kind, v),
+        Err(_) if value.contains(':') => Identifier::new(kind, value),
+        Err(reason) => bail!("{kind} `{value}`: {reason}"),
+    })
+}
+
+/// `portrait profile`.
+pub fn profile(data: &Path, identifier: Option<&str>, id: Option<u32>, events: usize) -> Result<()> {
+    let engine = open(data)?;
+    let id: ProfileId = match (identifier, id) {
+        (Some(text), _) => {
+            let ident = parse_identifier(&engine, text)?;
+            engine.state().book.by_identifier(&ident).ok_or_else(|| anyhow!("no profile has {ident}"))?
+        }
+        (None, Some(id)) => id,
+        (None, None) => bail!("give --identifier type:value or --id N"),
+    };
+    let sources = engine.sources();
+    let (mut view, history) = {
+        let state = engine.state();
+        let p = state.book.get(id).ok_or_else(|| anyhow!("no profile {id}"))?;
+        (profile_json(p, &sources), merges_json(&p.history, &sources))
+    };
+    let (timeline, _) = engine.timeline(id, 0, events)?.unwrap_or_default();
+    view["merges"] = history;
+    view["events"] =
+        timeline.iter().map(|(_, m)| m.to_json(sources.name(m.source))).collect::<Vec<_>>().into();
+    println!("{}", serde_json::to_string_pretty(&view)?);
+    Ok(())
+}
+
+/// `portrait unmerge`.
+pub fn unmerge(data: &Path, id: u32, identifier: &str) -> Result<()> {
+    let engine = open(data)?;
+    let ident = parse_identifier(&engine, identifier)?;
+    let parts = engine.unmerge(id, ident)?;
+    println!("profile {id} split into {parts:?}");
+    Ok(())
+}
+
+/// `portrait stats`.
+pub fn stats(data: &Path) -> Result<()> {
+    let engine = open(data)?;
+    let state = engine.state();
+    let sources = engine.sources();
+    println!("profiles     {}", state.book.live());
+    println!("identifiers  {}", state.book.identifiers());
+    println!("merges       {}", state.book.merges());
+    println!("events       {}", state.stats.events);
+    println!("duplicates   {}", state.stats.duplicates);
+    for (s, n) in &state.stats.per_source {
+        println!("  {:<12} {n}", sources.name(*s));
+    }
+    Ok(())
+}

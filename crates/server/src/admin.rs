@@ -1,0 +1,222 @@
+//! The admin API under `/api/v1`, behind a bearer token.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use portrait_core::{Identifier, ProfileId};
+use portrait_store::views::{merges_json, profile_json};
+use portrait_store::SourceKind;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::App;
+
+/// Body of `POST /api/v1/sources`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSource {
+    /// Unique name.
+    pub name: String,
+    /// Channel kind.
+    pub kind: String,
+    /// A chosen write key (optional).
+    #[serde(default)]
+    pub write_key: Option<String>,
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(format!("invalid body: {e}")))
+}
+
+/// `GET /api/v1/sources`.
+pub async fn list_sources(State(app): State<Arc<App>>) -> Json<Value> {
+    Json(json!({ "sources": app.engine.sources().list() }))
+}
+
+/// `POST /api/v1/sources`.
+pub async fn add_source(
+    State(app): State<Arc<App>>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let req: NewSource = parse_body(&body)?;
+    let kind = SourceKind::parse(&req.kind)?;
+    let source = app.engine.sources_mut().add(&req.name, kind, req.write_key.as_deref())?;
+    Ok((StatusCode::CREATED, Json(json!(source))))
+}
+
+/// Body of `PATCH /api/v1/sources/{name}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcePatch {
+    /// New trait priority.
+    pub priority: i32,
+}
+
+/// `PATCH /api/v1/sources/{name}`: sets the trait priority.
+pub async fn patch_source(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: SourcePatch = parse_body(&body)?;
+    let source = app.engine.sources_mut().set_priority(&name, req.priority).map_err(not_found)?;
+    app.engine.sync_priorities();
+    Ok(Json(json!(source)))
+}
+
+fn not_found(e: portrait_store::StoreError) -> ApiError {
+    match e {
+        portrait_store::StoreError::Source(m) if m.starts_with("no source") => ApiError::NotFound(m),
+        other => other.into(),
+    }
+}
+
+/// `POST /api/v1/sources/{name}/keys`: adds a write key.
+pub async fn add_key(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let key = app.engine.sources_mut().add_key(&name, None).map_err(not_found)?;
+    Ok((StatusCode::CREATED, Json(json!({ "source": name, "write_key": key }))))
+}
+
+/// `GET /api/v1/stats`.
+pub async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
+    let state = app.engine.state();
+    let sources = app.engine.sources();
+    let per_source: serde_json::Map<String, Value> = state
+        .stats
+        .per_source
+        .iter()
+        .map(|(s, n)| (sources.name(*s).to_string(), json!(n)))
+        .collect();
+    Json(json!({
+        "profiles": state.book.live(),
+        "identifiers": state.book.identifiers(),
+        "merges": state.book.merges(),
+        "unmerges": state.stats.unmerges,
+        "events": state.stats.events,
+        "duplicates": state.stats.duplicates,
+        "events_per_source": per_source,
+    }))
+}
+
+fn profile_value(app: &App, id: ProfileId) -> Result<Value, ApiError> {
+    let state = app.engine.state();
+    let p = state.book.get(id).ok_or_else(|| ApiError::NotFound(format!("no profile {id}")))?;
+    Ok(profile_json(p, &app.engine.sources()))
+}
+
+/// `GET /api/v1/profiles/{id}` (a merged-away id answers with its survivor).
+pub async fn profile(
+    State(app): State<Arc<App>>,
+    Path(id): Path<ProfileId>,
+) -> Result<Json<Value>, ApiError> {
+    profile_value(&app, id).map(Json)
+}
+
+/// Normalises an identifier from a URL or body.
+fn identifier(app: &App, kind: &str, value: &str) -> Result<Identifier, ApiError> {
+    let config = app.engine.identity();
+    if config.rank(kind).is_none() {
+        let known: Vec<&str> = config.types.iter().map(|t| t.name.as_str()).collect();
+        return Err(ApiError::BadRequest(format!(
+            "unknown identifier type `{kind}`; known: {}",
+            known.join(", ")
+        )));
+    }
+    config.normalize(kind, value).map(|v| Identifier::new(kind, v)).or_else(|reason| {
+        // Scoped values (`appid:openid`) and already-normalised values pass as typed.
+        if value.contains(':') {
+            Ok(Identifier::new(kind, value))
+        } else {
+            Err(ApiError::BadRequest(format!("{kind} `{value}`: {reason}")))
+        }
+    })
+}
+
+/// `GET /api/v1/profiles/by-identifier/{type}/{value}`.
+pub async fn by_identifier(
+    State(app): State<Arc<App>>,
+    Path((kind, value)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let ident = identifier(&app, &kind, &value)?;
+    let id = app
+        .engine
+        .state()
+        .book
+        .by_identifier(&ident)
+        .ok_or_else(|| ApiError::NotFound(format!("no profile has {ident}")))?;
+    profile_value(&app, id).map(Json)
+}
+
+/// Query of the timeline.
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    /// Page size (default 50, at most 1000).
+    pub limit: Option<usize>,
+    /// Opaque cursor from the previous page's `next`.
+    pub cursor: Option<usize>,
+}
+
+/// `GET /api/v1/profiles/{id}/events?limit=N&cursor=C`: newest first.
+pub async fn events(
+    State(app): State<Arc<App>>,
+    Path(id): Path<ProfileId>,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = page.limit.unwrap_or(50).clamp(1, 1000);
+    let skip = page.cursor.unwrap_or(0);
+    let (events, more) = app
+        .engine
+        .timeline(id, skip, limit)?
+        .ok_or_else(|| ApiError::NotFound(format!("no profile {id}")))?;
+    let sources = app.engine.sources();
+    let items: Vec<Value> = events.iter().map(|(_, m)| m.to_json(sources.name(m.source))).collect();
+    Ok(Json(json!({
+        "profile": app.engine.state().book.resolve(id),
+        "events": items,
+        "next": more.then_some(skip + limit),
+    })))
+}
+
+/// `GET /api/v1/profiles/{id}/merges`.
+pub async fn merges(
+    State(app): State<Arc<App>>,
+    Path(id): Path<ProfileId>,
+) -> Result<Json<Value>, ApiError> {
+    let state = app.engine.state();
+    let p = state.book.get(id).ok_or_else(|| ApiError::NotFound(format!("no profile {id}")))?;
+    Ok(Json(json!({"profile": p.id, "merges": merges_json(&p.history, &app.engine.sources())})))
+}
+
+/// Body of the unmerge call.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unmerge {
+    /// Identifier type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Identifier value.
+    pub value: String,
+}
+
+/// `POST /api/v1/profiles/{id}/unmerge` with `{"type", "value"}`.
+pub async fn unmerge(
+    State(app): State<Arc<App>>,
+    Path(id): Path<ProfileId>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: Unmerge = parse_body(&body)?;
+    let ident = identifier(&app, &req.kind, &req.value)?;
+    let engine = app.clone();
+    let parts = tokio::task::spawn_blocking(move || engine.engine.unmerge(id, ident))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let profiles: Vec<Value> =
+        parts.iter().filter_map(|p| profile_value(&app, *p).ok()).collect();
+    Ok(Json(json!({ "profiles": profiles })))
+}
