@@ -36,7 +36,8 @@ pub struct TraitValue {
 /// An identity decision, kept for audit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MergeRecord {
-    /// `merge` or `unmerge`.
+    /// `link` (an existing profile gained identifiers), `merge` (profiles joined) or
+    /// `unmerge` (an operator split a profile).
     pub action: String,
     /// When it was decided (receive time of the message, or of the operator request).
     pub at: Millis,
@@ -44,7 +45,8 @@ pub struct MergeRecord {
     pub message_id: Option<String>,
     /// Source of that message.
     pub source: Option<SourceId>,
-    /// Identifiers the message carried (merge) or the identifier removed (unmerge).
+    /// Identifiers newly linked (link), the message's identifiers (merge), or the identifier
+    /// removed (unmerge).
     pub identifiers: Vec<Identifier>,
     /// Profile that survived (merge) or was split (unmerge).
     pub survivor: ProfileId,
@@ -322,10 +324,25 @@ impl ProfileBook {
             self.live_mut(target).history.push(record);
         }
         out.merged = profiles.get(1..).map(<[_]>::to_vec).unwrap_or_default();
+        let mut linked = Vec::new();
         for id in ids {
             if self.index.insert(key(&id), target).is_none() {
+                linked.push(id.clone());
                 self.live_mut(target).identifiers.push(id);
             }
+        }
+        if !out.created && out.merged.is_empty() && !linked.is_empty() {
+            // An existing profile gained identifiers: keep which message joined them.
+            let record = MergeRecord {
+                action: "link".into(),
+                at: msg.received_at,
+                message_id: Some(msg.message_id.clone()),
+                source: Some(msg.source),
+                identifiers: linked,
+                survivor: target,
+                others: Vec::new(),
+            };
+            self.live_mut(target).history.push(record);
         }
         out.profile = target;
         let priority = std::mem::take(&mut self.priority);

@@ -1,0 +1,208 @@
+//! Test harness: a real `portrait serve` process on a loopback port, and a tiny HTTP client.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Admin token used by every test server.
+pub const TOKEN: &str = "test-admin-token";
+
+/// Path of the built `portrait` binary.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_portrait")
+}
+
+/// Runs `portrait ARGS` to completion; returns (success, stdout, stderr).
+pub fn portrait(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin()).args(args).output().expect("run portrait");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Adds a source with a chosen key (server must not be running on `data`).
+pub fn add_source(data: &Path, name: &str, kind: &str, key: &str) {
+    let d = data.to_str().expect("utf-8 path");
+    let (ok, out, err) = portrait(&["source", "add", "--data", d, name, "--kind", kind, "--write-key", key]);
+    assert!(ok, "source add failed: {err}");
+    assert_eq!(out.trim(), key);
+}
+
+/// A running server, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub data: PathBuf,
+}
+
+fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+impl Server {
+    /// Starts `portrait serve` on `data` with extra args and waits for `/health`.
+    pub fn start(data: &Path, extra: &[&str]) -> Server {
+        for _ in 0..5 {
+            let addr = free_port();
+            let child = Command::new(bin())
+                .args(["serve", "--data", data.to_str().expect("utf-8"), "--listen", &addr.to_string()])
+                .args(extra)
+                .env("PORTRAIT_ADMIN_TOKEN", TOKEN)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn portrait serve");
+            let mut server = Server { child, addr, data: data.to_path_buf() };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = server.child.try_wait() {
+                    break;
+                }
+                if let Ok(r) = server.try_request("GET", "/health", &[], b"") {
+                    if r.status == 200 {
+                        return server;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = server.child.kill();
+            let _ = server.child.wait();
+        }
+        panic!("portrait serve did not start");
+    }
+
+    /// Kills the server with SIGKILL.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a request; panics on transport errors.
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        self.try_request(method, path, headers, body).expect("request")
+    }
+
+    /// Sends a request.
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Response> {
+        request(self.addr, method, path, headers, body)
+    }
+
+    /// POSTs JSON to the ingest API with a write key (HTTP Basic).
+    pub fn ingest(&self, path: &str, key: &str, body: &str) -> Response {
+        let auth = basic(key);
+        self.request("POST", path, &[("Authorization", &auth), ("Content-Type", "application/json")], body.as_bytes())
+    }
+
+    /// GETs an admin endpoint and parses JSON.
+    pub fn admin_get(&self, path: &str) -> Response {
+        let auth = format!("Bearer {TOKEN}");
+        self.request("GET", path, &[("Authorization", &auth)], b"")
+    }
+
+    /// POSTs JSON to an admin endpoint.
+    pub fn admin_post(&self, path: &str, body: &str) -> Response {
+        let auth = format!("Bearer {TOKEN}");
+        self.request("POST", path, &[("Authorization", &auth), ("Content-Type", "application/json")], body.as_bytes())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `Basic base64(key:)`.
+pub fn basic(key: &str) -> String {
+    use base64::Engine as _;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{key}:")))
+}
+
+/// An HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// Body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// A header value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("bad status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Ok(Response { status, headers, body })
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..pos]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&data[pos + 2..pos + 2 + size]);
+        data = &data[pos + 2 + size + 2..];
+    }
+    out
+}
