@@ -9,7 +9,8 @@ use portrait_core::{Identifier, ProfileId};
 use portrait_store::views::{merges_json, profile_json};
 use portrait_store::{Engine, EngineOptions, SourceKind};
 
-fn open(data: &Path) -> Result<Engine> {
+/// Opens the engine on a data directory.
+pub fn open(data: &Path) -> Result<Engine> {
     Engine::open(data, EngineOptions::default())
         .with_context(|| format!("cannot open data directory {}", data.display()))
 }
@@ -127,4 +128,73 @@ pub fn stats(data: &Path) -> Result<()> {
         println!("  {:<12} {n}", sources.name(*s));
     }
     Ok(())
+}
+
+/// `portrait import`: imports `files` into `source`; prints one summary line per file.
+pub fn import(
+    engine: &Engine,
+    source: &str,
+    mapping_path: &Path,
+    rejects_dir: Option<&Path>,
+    files: &[std::path::PathBuf],
+    show_progress: bool,
+) -> Result<portrait_server::imports::ImportSummary> {
+    use portrait_import::{Mapping, RejectWriter, RowContext};
+    let source_id = engine.sources().by_name(source).map(|s| s.id).ok_or_else(|| {
+        anyhow!("no source named `{source}`; add it with `portrait source add --data DIR {source} --kind KIND`")
+    })?;
+    let mapping = Mapping::load(mapping_path)?;
+    mapping.validate(engine.identity())?;
+    let mut total = portrait_server::imports::ImportSummary::default();
+    for file in files {
+        let ctx = RowContext {
+            config: engine.identity().clone(),
+            source: source_id,
+            received_at: portrait_core::time::now(),
+        };
+        let rows = portrait_import::read_file(file, &mapping, &ctx)?;
+        let name = file.file_name().map_or_else(|| "input".into(), |n| n.to_string_lossy().to_string());
+        let reject_path = match rejects_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                dir.join(format!("{name}.rejects.csv"))
+            }
+            None => file.with_file_name(format!("{name}.rejects.csv")),
+        };
+        let bar = if show_progress {
+            let bar = indicatif::ProgressBar::new(rows.total_bytes());
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message(name.clone());
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let mut rejects = RejectWriter::new(&reject_path);
+        let summary =
+            portrait_server::imports::run_import(engine, rows, &mut rejects, &mut |b| bar.set_position(b))?;
+        rejects.finish()?;
+        bar.finish_and_clear();
+        if show_progress {
+            let mut line = format!(
+                "{name}: {} rows, {} imported, {} duplicates, {} rejected",
+                summary.rows, summary.imported, summary.duplicates, summary.rejected
+            );
+            if summary.rejected > 0 {
+                line.push_str(&format!(" (see {})", reject_path.display()));
+            }
+            if summary.interrupted {
+                line.push_str("; the file ended early: see the last reject");
+            }
+            println!("{line}");
+        }
+        total.rows += summary.rows;
+        total.imported += summary.imported;
+        total.duplicates += summary.duplicates;
+        total.rejected += summary.rejected;
+        total.interrupted |= summary.interrupted;
+    }
+    Ok(total)
 }

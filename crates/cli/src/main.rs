@@ -37,6 +37,24 @@ enum Command {
         #[command(subcommand)]
         command: SourceCommand,
     },
+    /// Import CSV (UTF-8/GBK), JSON lines or Parquet files into a source through a mapping.
+    Import {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Source to import into.
+        #[arg(long)]
+        source: String,
+        /// Mapping file (YAML; see docs/import-mapping.md).
+        #[arg(long)]
+        mapping: PathBuf,
+        /// Folder for reject files (default: next to each input, `FILE.rejects.csv`).
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+        /// Files to import.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Show a profile, found by id or by identifier.
     Profile {
         /// Data directory.
@@ -130,5 +148,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Unmerge { data, id, identifier } => commands::unmerge(&data, id, &identifier),
         Command::Stats { data } => commands::stats(&data),
+        Command::Import { data, source, mapping, rejects, files } => {
+            let engine = commands::open(&data)?;
+            commands::import(&engine, &source, &mapping, rejects.as_deref(), &files, true)
+                .map(|_| ())
+        }
     }
 }

@@ -220,3 +220,76 @@ pub async fn unmerge(
         parts.iter().filter_map(|p| profile_value(&app, *p).ok()).collect();
     Ok(Json(json!({ "profiles": profiles })))
 }
+
+/// `POST /api/v1/sources/{name}/import`: a multipart upload with a `mapping` part (the YAML)
+/// and a `file` part (CSV, JSON lines or Parquet; the format comes from the mapping or the
+/// file name). Rejected rows are listed in the answer (the first 100) and written to
+/// `DIR/imports/`.
+pub async fn import(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    mut form: axum::extract::Multipart,
+) -> Result<Json<Value>, ApiError> {
+    use portrait_import::{Format, Mapping, RejectWriter, RowContext};
+    let source = app
+        .engine
+        .sources()
+        .by_name(&name)
+        .map(|s| s.id)
+        .ok_or_else(|| ApiError::NotFound(format!("no source named `{name}`")))?;
+    let (mut mapping, mut file, mut file_name) = (None, None, None);
+    while let Some(field) =
+        form.next_field().await.map_err(|e| ApiError::BadRequest(format!("bad upload: {e}")))?
+    {
+        let part = field.name().unwrap_or_default().to_string();
+        let fname = field.file_name().map(str::to_string);
+        let bytes =
+            field.bytes().await.map_err(|e| ApiError::BadRequest(format!("bad upload: {e}")))?;
+        match part.as_str() {
+            "mapping" => mapping = Some(String::from_utf8_lossy(&bytes).to_string()),
+            "file" => {
+                file = Some(bytes.to_vec());
+                file_name = fname;
+            }
+            other => return Err(ApiError::BadRequest(format!("unexpected part `{other}`; send `mapping` and `file`"))),
+        }
+    }
+    let mapping = mapping.ok_or_else(|| ApiError::BadRequest("missing the `mapping` part".into()))?;
+    let file = file.ok_or_else(|| ApiError::BadRequest("missing the `file` part".into()))?;
+    let mapping = Mapping::from_yaml(&mapping).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let format = mapping
+        .format
+        .or_else(|| file_name.as_deref().and_then(|n| Format::from_path(std::path::Path::new(n))))
+        .ok_or_else(|| {
+            ApiError::BadRequest("cannot tell the file format: set `format:` in the mapping or name the file .csv/.jsonl/.parquet".into())
+        })?;
+    let ctx = RowContext {
+        config: app.engine.identity().clone(),
+        source,
+        received_at: portrait_core::time::now(),
+    };
+    let rows = portrait_import::read_bytes(file, format, &mapping, &ctx)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let reject_path = app
+        .engine
+        .dir()
+        .join("imports")
+        .join(format!("{}-{name}.rejects.csv", ctx.received_at));
+    std::fs::create_dir_all(reject_path.parent().unwrap_or(app.engine.dir()))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let engine = app.engine.clone();
+    let path = reject_path.clone();
+    let summary = tokio::task::spawn_blocking(move || {
+        let mut rejects = RejectWriter::new(path);
+        let summary = crate::imports::run_import(&engine, rows, &mut rejects, &mut |_| {});
+        let _ = rejects.finish();
+        summary
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(json!({
+        "summary": summary,
+        "reject_file": (summary.rejected > 0).then(|| reject_path.display().to_string()),
+    })))
+}

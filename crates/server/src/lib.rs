@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod error;
+pub mod imports;
 pub mod ingest;
 
 use std::path::Path;
@@ -80,6 +81,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/sources", get(admin::list_sources).post(admin::add_source))
         .route("/sources/{name}", patch(admin::patch_source))
         .route("/sources/{name}/keys", post(admin::add_key))
+        .route(
+            "/sources/{name}/import",
+            post(admin::import).layer(axum::extract::DefaultBodyLimit::max(1 << 30)),
+        )
         .route("/profiles/{id}", get(admin::profile))
         .route("/profiles/{id}/events", get(admin::events))
         .route("/profiles/{id}/merges", get(admin::merges))

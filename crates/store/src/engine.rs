@@ -374,6 +374,46 @@ impl Engine {
         })
     }
 
+    /// Calls `f(offset, message)` for the stored messages from log offset `from` on, in log
+    /// order, until `f` returns `Ok(false)` or the readable end of the log. Returns the offset
+    /// just past the last record visited: where a later call resumes. `from` must be a record
+    /// boundary (0 or an offset this method returned).
+    ///
+    /// Unlike [`Engine::scan`] it reads through the engine's shared log reader and never opens
+    /// the log for writing, so it is safe while the committer appends (incremental compaction).
+    /// Records flushed but not yet acknowledged may be visited; callers that need only applied
+    /// messages bound the scan themselves (e.g. by [`Stats::events`]).
+    pub fn scan_from(
+        &self,
+        from: u64,
+        mut f: impl FnMut(u64, Message) -> Result<bool>,
+    ) -> Result<u64> {
+        let mut at = from;
+        loop {
+            let payload = match self.log.read(at) {
+                Ok(p) => p,
+                // The end of the log, or a record still being written.
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::UnexpectedEof =>
+                {
+                    return Ok(at)
+                }
+                Err(e) => return Err(e),
+            };
+            let record = bincode::deserialize::<LogRecord>(&payload).map_err(|e| {
+                StoreError::Corrupt { path: self.dir.join("log"), reason: format!("record at {at}: {e}") }
+            })?;
+            let visited = at;
+            // Records are contiguous across segments: header (len u32, crc u32) + payload.
+            at += 8 + payload.len() as u64;
+            if let LogRecord::Message(m) = record {
+                if !f(visited, m)? {
+                    return Ok(at);
+                }
+            }
+        }
+    }
+
     /// Stops the committer after the work queued so far, writing a snapshot.
     pub fn close(&self) {
         let _ = self.tx.send(Job::Stop);
@@ -550,7 +590,8 @@ impl Committer {
             }
         }
         for (kept, report, reply) in staged {
-            self.since_snapshot += kept.len() as u64;
+            // Duplicates change the counters only, but those are snapshotted too.
+            self.since_snapshot += (kept.len() + report.duplicates) as u64;
             reply(Ok(report));
         }
     }
