@@ -15,6 +15,80 @@ pub fn open(data: &Path) -> Result<Engine> {
         .with_context(|| format!("cannot open data directory {}", data.display()))
 }
 
+/// A server running on its own runtime thread.
+pub struct ServerHandle {
+    /// The bound address.
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl ServerHandle {
+    /// Blocks until Ctrl-C, then stops the server.
+    pub fn wait_ctrl_c(mut self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Some(stop) = self.stop.take() {
+            let _ = tx.send(stop);
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        if let Ok(rt) = rt {
+            rt.block_on(async {
+                let _ = tokio::signal::ctrl_c().await;
+            });
+        }
+        if let Ok(stop) = rx.recv() {
+            let _ = stop.send(());
+        }
+        self.join();
+    }
+
+    /// Stops the server now.
+    pub fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.join();
+    }
+
+    fn join(&mut self) {
+        if let Some(t) = self.thread.take() {
+            match t.join() {
+                Ok(Err(e)) => eprintln!("error: server: {e:#}"),
+                Err(_) => eprintln!("error: server thread panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+}
+
+/// Starts the HTTP server on `listen` (or, if that address is taken, on a free loopback port)
+/// in a background thread.
+pub fn spawn_server(engine: Arc<Engine>, listen: SocketAddr, token: String) -> Result<ServerHandle> {
+    let listener = std::net::TcpListener::bind(listen)
+        .or_else(|e| {
+            eprintln!("note: {listen} is taken ({e}); using a free port instead");
+            std::net::TcpListener::bind("127.0.0.1:0")
+        })
+        .context("cannot listen")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let limits = portrait_server::Limits::default();
+    let app = Arc::new(portrait_server::App { engine, limits, admin_token: token });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new().name("portrait-http".into()).spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let shutdown = async {
+                let _ = stop_rx.await;
+            };
+            portrait_server::serve(app, listener, shutdown).await?;
+            anyhow::Ok(())
+        })
+    })?;
+    Ok(ServerHandle { addr, stop: Some(stop_tx), thread: Some(thread) })
+}
+
 /// `portrait serve`.
 pub fn serve(data: &Path, listen: SocketAddr, limits: portrait_server::Limits) -> Result<()> {
     let engine = Arc::new(open(data)?);
@@ -177,7 +251,7 @@ pub fn import(
             portrait_server::imports::run_import(engine, rows, &mut rejects, &mut |b| bar.set_position(b))?;
         rejects.finish()?;
         bar.finish_and_clear();
-        if show_progress {
+        if show_progress && files.len() > 1 && (summary.rejected > 0 || summary.interrupted) {
             let mut line = format!(
                 "{name}: {} rows, {} imported, {} duplicates, {} rejected",
                 summary.rows, summary.imported, summary.duplicates, summary.rejected
@@ -195,6 +269,17 @@ pub fn import(
         total.duplicates += summary.duplicates;
         total.rejected += summary.rejected;
         total.interrupted |= summary.interrupted;
+    }
+    if show_progress {
+        let what = if files.len() == 1 { files[0].display().to_string() } else { format!("{source} ({} files)", files.len()) };
+        let mut line = format!(
+            "{what}: {} rows, {} imported, {} duplicates, {} rejected",
+            total.rows, total.imported, total.duplicates, total.rejected
+        );
+        if total.rejected > 0 {
+            line.push_str(&format!(" (reject files: {})", rejects_dir.map_or_else(|| "next to the inputs".into(), |d| d.display().to_string())));
+        }
+        println!("{line}");
     }
     Ok(total)
 }

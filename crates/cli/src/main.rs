@@ -1,6 +1,8 @@
 //! `portrait`: the one binary. Every subcommand works on a data directory (`--data DIR`).
 
 mod commands;
+mod demo;
+mod http;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,6 +56,54 @@ enum Command {
         /// Files to import.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Generate a realistic multi-source data set with ground truth.
+    Gen {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// People to generate.
+        #[arg(long, default_value_t = 10_000)]
+        people: u64,
+        /// Days of history.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Seed (same seed, same bytes).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Activity multiplier (1.0 ≈ 10 events per person).
+        #[arg(long, default_value_t = 1.0)]
+        scale_events: f64,
+        /// Noise level (0 = clean data, 1 = realistic).
+        #[arg(long, default_value_t = 1.0)]
+        noise: f64,
+    },
+    /// Score identity resolution of a data directory against a generated data set's truth.
+    Score {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The folder `portrait gen` wrote.
+        #[arg(long)]
+        truth: PathBuf,
+    },
+    /// The main job: generate a population, ingest it through files and HTTP, report, and serve.
+    Demo {
+        /// Folder for the generated input and the data directory.
+        #[arg(long, default_value = "portrait-demo")]
+        dir: PathBuf,
+        /// People to generate.
+        #[arg(long, default_value_t = 20_000)]
+        people: u64,
+        /// Generator seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Address to serve on after the report.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: SocketAddr,
+        /// Exit after the report instead of serving.
+        #[arg(long)]
+        no_serve: bool,
     },
     /// Show a profile, found by id or by identifier.
     Profile {
@@ -148,6 +198,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Unmerge { data, id, identifier } => commands::unmerge(&data, id, &identifier),
         Command::Stats { data } => commands::stats(&data),
+        Command::Gen { out, people, days, seed, scale_events, noise } => {
+            let opts = portrait_gen::GenOptions {
+                people,
+                days,
+                seed,
+                scale_events,
+                noise,
+                ..Default::default()
+            };
+            demo::generate(&out, &opts).map(|_| ())
+        }
+        Command::Score { data, truth } => demo::score(&data, &truth),
+        Command::Demo { dir, people, seed, listen, no_serve } => demo::demo(&demo::DemoOptions {
+            dir,
+            people,
+            seed,
+            listen,
+            serve: !no_serve,
+        }),
         Command::Import { data, source, mapping, rejects, files } => {
             let engine = commands::open(&data)?;
             commands::import(&engine, &source, &mapping, rejects.as_deref(), &files, true)

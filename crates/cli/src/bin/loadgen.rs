@@ -5,13 +5,14 @@
 //! calls of a population of people, ~300 bytes each), then `--connections` threads each keep one
 //! HTTP/1.1 connection and send their share of batches back to back.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
 use serde_json::json;
+
+#[path = "../http.rs"]
+mod http;
 
 /// Load generator for the Segment-compatible ingest API.
 #[derive(Parser)]
@@ -62,58 +63,27 @@ fn body(args: &Args, b: usize) -> String {
     json!({ "batch": batch }).to_string()
 }
 
-fn send(stream: &mut BufReader<TcpStream>, head: &str, body: &[u8]) -> Result<u16> {
-    let s = stream.get_mut();
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
-    let mut status = String::new();
-    stream.read_line(&mut status)?;
-    let code: u16 = status.split_whitespace().nth(1).context("no status")?.parse()?;
-    let mut len = 0usize;
-    loop {
-        let mut line = String::new();
-        stream.read_line(&mut line)?;
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse()?;
-            }
-        }
-    }
-    let mut sink = vec![0u8; len];
-    stream.read_exact(&mut sink)?;
-    Ok(code)
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     let batches = args.events.div_ceil(args.batch);
     eprintln!("building {batches} batches of {} messages…", args.batch);
     let bodies: Vec<String> = (0..batches).map(|b| body(&args, b)).collect();
     let bytes: usize = bodies.iter().map(String::len).sum();
-    use base64::Engine as _;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:", args.write_key));
+    let auth = http::basic(&args.write_key);
     let started = Instant::now();
     let results: Vec<Result<(Vec<Duration>, usize)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..args.connections)
             .map(|c| {
                 let (bodies, auth, addr) = (&bodies, &auth, &args.addr);
                 scope.spawn(move || -> Result<(Vec<Duration>, usize)> {
-                    let mut stream = BufReader::new(TcpStream::connect(addr)?);
-                    stream.get_ref().set_nodelay(true)?;
+                    let mut client = http::Client::connect(addr)?;
                     let mut lat = Vec::new();
                     let mut busy = 0;
                     for b in (c..bodies.len()).step_by(args.connections) {
                         let body = bodies[b].as_bytes();
-                        let head = format!(
-                            "POST /v1/batch HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                            body.len()
-                        );
                         loop {
                             let t = Instant::now();
-                            let code = send(&mut stream, &head, body)?;
+                            let (code, _) = client.post("/v1/batch", auth, body)?;
                             match code {
                                 200 => {
                                     lat.push(t.elapsed());
