@@ -8,6 +8,7 @@
 //! 2. [`ProfileBook::apply`] resolves the message's identifiers to one profile (creating or
 //!    merging profiles under per-type limits) and folds the message into that profile.
 
+pub mod hash;
 pub mod identity;
 pub mod message;
 pub mod profile;

@@ -8,7 +8,9 @@
 //! - No profile holds more values of a type than the type's limit, except through a single
 //!   message carrying more values than the limit (which has nothing to drop).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+
+use crate::hash::{KeyMap, KeySet};
 
 use serde::{Deserialize, Serialize};
 
@@ -123,9 +125,9 @@ pub struct ProfileBook {
     #[serde(skip)]
     config: IdentityConfig,
     slots: Vec<Slot>,
-    index: HashMap<u128, ProfileId>,
+    index: KeyMap<ProfileId>,
     /// Identifiers an operator unlinked: they never link to other identifiers again.
-    cut: HashSet<u128>,
+    cut: KeySet,
     /// Trait priority per source (higher wins; equal priority → later event time wins).
     priority: HashMap<SourceId, i32>,
     #[serde(skip)]
@@ -148,8 +150,8 @@ impl ProfileBook {
         Self {
             config,
             slots: Vec::new(),
-            index: HashMap::new(),
-            cut: HashSet::new(),
+            index: KeyMap::default(),
+            cut: KeySet::default(),
             priority: HashMap::new(),
             reuse: Vec::new(),
             live: 0,
@@ -199,12 +201,21 @@ impl ProfileBook {
     }
 
     /// The live profile an id resolves to (following merges).
-    pub fn resolve(&self, mut id: ProfileId) -> Option<ProfileId> {
-        for _ in 0..64 {
+    pub fn resolve(&self, id: ProfileId) -> Option<ProfileId> {
+        let root = self.root(id)?;
+        matches!(self.slots.get(root as usize)?, Slot::Live(_)).then_some(root)
+    }
+
+    /// Follows merge redirects from `id` to the first slot that is not a redirect (live, or
+    /// vacant during an unmerge). Chains are acyclic and can be longer than any fixed bound
+    /// (a profile may absorb up to the sum of the type limits, each absorbed id a hop, and
+    /// unmerges extend chains), so the walk is bounded by the number of slots.
+    fn root(&self, mut id: ProfileId) -> Option<ProfileId> {
+        for _ in 0..=self.slots.len() {
             match self.slots.get(id as usize)? {
-                Slot::Live(_) => return Some(id),
-                Slot::Merged(into) => id = *into,
-                Slot::Vacant => return None,
+                Slot::Merged(into) if *into != id => id = *into,
+                Slot::Merged(_) => return None,
+                Slot::Live(_) | Slot::Vacant => return Some(id),
             }
         }
         None
@@ -265,39 +276,54 @@ impl ProfileBook {
     }
 
     /// Whether linking `ids` into the union of `profiles` keeps every type within its limit.
-    fn within_limits(&self, ids: &[Identifier], profiles: &[ProfileId]) -> bool {
-        let mut counts = vec![0u32; self.config.types.len()];
-        let mut seen = HashSet::new();
-        let all = profiles.iter().flat_map(|p| self.live_ref(*p).identifiers.iter()).chain(ids);
-        for id in all {
-            if seen.insert(key(id)) {
-                if let Some(rank) = self.config.rank(&id.kind) {
-                    counts[rank] += 1;
-                }
+    /// `ids` are distinct (messages carry sorted, deduplicated identifiers).
+    fn within_limits(&self, ids: &[&Identifier], profiles: &[ProfileId]) -> bool {
+        let mut counts = [0u32; 64];
+        let types = self.config.types.len().min(counts.len());
+        let mut bump = |id: &Identifier| {
+            if let Some(rank) = self.config.rank(&id.kind).filter(|r| *r < types) {
+                counts[rank] += 1;
+            }
+        };
+        for p in profiles {
+            self.live_ref(*p).identifiers.iter().for_each(&mut bump);
+        }
+        // Identifiers already linked were counted with their profile.
+        for id in ids {
+            if !self.index.contains_key(&key(id)) {
+                bump(id);
             }
         }
-        counts.iter().zip(&self.config.types).all(|(n, t)| *n <= t.limit)
+        counts[..types].iter().zip(&self.config.types).all(|(n, t)| *n <= t.limit)
     }
 
     /// Resolves a message to its profile (creating or merging as needed) and folds it in.
     pub fn apply(&mut self, msg: &Message, at: EventRef) -> ApplyOutcome {
-        let (mut ids, cut): (Vec<Identifier>, Vec<Identifier>) =
-            msg.identifiers.iter().cloned().partition(|id| !self.cut.contains(&key(id)));
-        if ids.is_empty() {
-            // Only unlinked identifiers: the message belongs to the first one's own profile.
-            ids = cut.into_iter().take(1).collect();
-        }
+        let mut ids: Vec<&Identifier> = if self.cut.is_empty() {
+            msg.identifiers.iter().collect()
+        } else {
+            let linking: Vec<&Identifier> =
+                msg.identifiers.iter().filter(|id| !self.cut.contains(&key(id))).collect();
+            if linking.is_empty() {
+                // Only unlinked identifiers: the message belongs to the first one's own profile.
+                msg.identifiers.iter().take(1).collect()
+            } else {
+                linking
+            }
+        };
         let mut out = ApplyOutcome::default();
         let profiles = loop {
             let mut profiles: Vec<ProfileId> =
                 ids.iter().filter_map(|id| self.index.get(&key(id)).copied()).collect();
             profiles.sort_unstable();
             profiles.dedup();
-            if ids.len() <= 1 || self.within_limits(&ids, &profiles) {
+            let known = profiles.len() == 1
+                && ids.iter().all(|id| self.index.contains_key(&key(id)));
+            if ids.len() <= 1 || known || self.within_limits(&ids, &profiles) {
                 break profiles;
             }
             if let Some(lowest) = ids.pop() {
-                out.dropped.push(lowest);
+                out.dropped.push(lowest.clone());
             }
         };
         let target = match profiles.first() {
@@ -317,7 +343,7 @@ impl ProfileBook {
                 at: msg.received_at,
                 message_id: Some(msg.message_id.clone()),
                 source: Some(msg.source),
-                identifiers: ids.clone(),
+                identifiers: ids.iter().map(|id| (*id).clone()).collect(),
                 survivor: target,
                 others: profiles[1..].to_vec(),
             };
@@ -326,9 +352,9 @@ impl ProfileBook {
         out.merged = profiles.get(1..).map(<[_]>::to_vec).unwrap_or_default();
         let mut linked = Vec::new();
         for id in ids {
-            if self.index.insert(key(&id), target).is_none() {
+            if self.index.insert(key(id), target).is_none() {
                 linked.push(id.clone());
-                self.live_mut(target).identifiers.push(id);
+                self.live_mut(target).identifiers.push(id.clone());
             }
         }
         if !out.created && out.merged.is_empty() && !linked.is_empty() {
@@ -427,6 +453,8 @@ impl ProfileBook {
         at: Millis,
     ) {
         self.reuse.clear();
+        // `profile` may be a retired id (begin_unmerge resolves it): find the slot it vacated.
+        let profile = self.root(profile).unwrap_or(profile);
         if matches!(self.slots.get(profile as usize), Some(Slot::Vacant)) {
             // Every event went elsewhere; keep the old id resolvable.
             let to = parts.first().copied().unwrap_or(profile);
@@ -457,7 +485,8 @@ fn outranks(new: &TraitValue, old: &TraitValue, priority: &HashMap<SourceId, i32
 
 fn fold(p: &mut Profile, msg: &Message, at: EventRef, priority: &HashMap<SourceId, i32>) {
     let first = p.events.is_empty();
-    for (k, v) in msg.traits_map() {
+    let traits = if msg.traits.len() > 2 { msg.traits_map() } else { Default::default() };
+    for (k, v) in traits {
         let new = TraitValue { value: v.to_string(), source: msg.source, updated_at: msg.timestamp };
         let wins = p.traits.get(&k).is_none_or(|old| outranks(&new, old, priority));
         if wins {

@@ -100,23 +100,38 @@ pub fn parse_message(
         _ => {}
     }
 
-    let mut context = env.context.cloned().unwrap_or_default();
-    if let Some(own) = object_field(obj, "context")? {
-        for (k, v) in own {
-            context.insert(k.clone(), v.clone());
+    // Borrow where nothing needs merging; most messages have no batch-level context.
+    let empty = Map::new();
+    let own_context = object_field(obj, "context")?;
+    let merged_context;
+    let context: &Map<String, Value> = match (env.context, own_context) {
+        (Some(batch), Some(own)) => {
+            let mut m = batch.clone();
+            m.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+            merged_context = m;
+            &merged_context
         }
-    }
-    let mut traits = match context.get("traits") {
-        Some(Value::Object(t)) => t.clone(),
-        Some(Value::Null) | None => Map::new(),
+        (Some(only), None) | (None, Some(only)) => only,
+        (None, None) => &empty,
+    };
+    let context_traits = match context.get("traits") {
+        Some(Value::Object(t)) => Some(t),
+        Some(Value::Null) | None => None,
         Some(_) => return Err(FieldError::new("context.traits", "must be an object")),
     };
-    if let Some(own) = object_field(obj, "traits")? {
-        for (k, v) in own {
-            traits.insert(k.clone(), v.clone());
+    let own_traits = object_field(obj, "traits")?;
+    let merged_traits;
+    let traits: &Map<String, Value> = match (context_traits, own_traits) {
+        (Some(ctx), Some(own)) => {
+            let mut m = ctx.clone();
+            m.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+            merged_traits = m;
+            &merged_traits
         }
-    }
-    let properties = object_field(obj, "properties")?.cloned().unwrap_or_default();
+        (Some(only), None) | (None, Some(only)) => only,
+        (None, None) => &empty,
+    };
+    let properties = object_field(obj, "properties")?.unwrap_or(&empty);
 
     let received_at = env.received_at;
     let sent_at = time_field(obj, "sentAt")?.or(env.sent_at);
@@ -213,12 +228,19 @@ pub fn parse_message(
         received_at,
         sent_at,
         original_timestamp,
-        traits: Value::Object(traits).to_string(),
-        properties: Value::Object(properties).to_string(),
-        context: Value::Object(context).to_string(),
+        traits: to_json_text(traits),
+        properties: to_json_text(properties),
+        context: to_json_text(context),
         identifiers: ids,
     };
     Ok(Parsed { message, dropped })
+}
+
+fn to_json_text(map: &Map<String, Value>) -> String {
+    if map.is_empty() {
+        return "{}".into();
+    }
+    serde_json::to_string(map).unwrap_or_else(|_| "{}".into())
 }
 
 /// Text of a string or number value; `None` for other JSON types.

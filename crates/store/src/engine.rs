@@ -10,7 +10,7 @@
 //! then replay the log from there. Snapshots are written every `snapshot_every` records and on
 //! a clean shutdown; a crash loses no acknowledged message, only replay time.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use portrait_core::hash::KeySet;
 use portrait_core::{Identifier, IdentityConfig, Message, ProfileBook, ProfileId, SourceId};
 use serde::{Deserialize, Serialize};
 
@@ -113,7 +114,7 @@ struct SnapshotRef<'a> {
     log_end: u64,
     book: &'a ProfileBook,
     stats: &'a Stats,
-    dedup: &'a HashSet<u128>,
+    dedup: &'a KeySet,
 }
 
 #[derive(Deserialize)]
@@ -122,7 +123,7 @@ struct SnapshotOwned {
     log_end: u64,
     book: ProfileBook,
     stats: Stats,
-    dedup: HashSet<u128>,
+    dedup: KeySet,
 }
 
 const SNAPSHOT_VERSION: u32 = 1;
@@ -204,7 +205,7 @@ impl Engine {
                 (State { book, stats: snap.stats }, snap.dedup, snap.log_end)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                (State { book: ProfileBook::new(config.clone()), stats: Stats::default() }, HashSet::new(), 0)
+                (State { book: ProfileBook::new(config.clone()), stats: Stats::default() }, KeySet::default(), 0)
             }
             Err(e) => return Err(StoreError::io(&snap_path)(e)),
         };
@@ -472,7 +473,7 @@ struct Committer {
     dir: PathBuf,
     wal: Wal,
     state: Arc<RwLock<State>>,
-    dedup: HashSet<u128>,
+    dedup: KeySet,
     max_group: usize,
     snapshot_every: u64,
     since_snapshot: u64,
