@@ -119,7 +119,9 @@ pub fn parse_message(
         Some(Value::Null) | None => None,
         Some(_) => return Err(FieldError::new("context.traits", "must be an object")),
     };
-    let own_traits = object_field(obj, "traits")?;
+    // A group call's `traits` describe the group, not the person: they are kept as the event's
+    // properties, and only `context.traits` reach the profile.
+    let own_traits = object_field(obj, "traits")?.filter(|_| kind != MessageKind::Group);
     let merged_traits;
     let traits: &Map<String, Value> = match (context_traits, own_traits) {
         (Some(ctx), Some(own)) => {
@@ -131,7 +133,23 @@ pub fn parse_message(
         (Some(only), None) | (None, Some(only)) => only,
         (None, None) => &empty,
     };
-    let properties = object_field(obj, "properties")?.unwrap_or(&empty);
+    let mut properties = object_field(obj, "properties")?.unwrap_or(&empty);
+    let extended_properties;
+    let extra: Option<(&str, Value)> = match kind {
+        MessageKind::Group => object_field(obj, "traits")?
+            .filter(|t| !t.is_empty())
+            .map(|t| ("group_traits", Value::Object(t.clone()))),
+        MessageKind::Page | MessageKind::Screen => {
+            string_field(obj, "category")?.map(|c| ("category", Value::String(c)))
+        }
+        _ => None,
+    };
+    if let Some((k, v)) = extra.filter(|(k, _)| !properties.contains_key(*k)) {
+        let mut m = properties.clone();
+        m.insert(k.to_string(), v);
+        extended_properties = m;
+        properties = &extended_properties;
+    }
 
     let received_at = env.received_at;
     let sent_at = time_field(obj, "sentAt")?.or(env.sent_at);
@@ -345,6 +363,23 @@ mod tests {
         .expect("valid");
         let ids: Vec<String> = p.message.identifiers.iter().map(ToString::to_string).collect();
         assert_eq!(ids, ["user_id:u1", "wechat_openid:wxA:oX1", "wechat_openid:wxB:oY2"]);
+    }
+
+    #[test]
+    fn group_traits_stay_with_the_event_and_page_category_is_kept() {
+        let g = parse(json!({
+            "type": "group", "userId": "alice", "groupId": "acme",
+            "traits": {"name": "Acme Inc", "email": "info@acme.com"}
+        }))
+        .expect("valid")
+        .message;
+        assert_eq!(g.traits, "{}");
+        assert_eq!(g.identifiers.len(), 1, "the group's email is not the person's identifier");
+        assert_eq!(g.properties_map()["group_traits"]["name"], "Acme Inc");
+        let p = parse(json!({"type": "page", "userId": "a", "name": "Checkout", "category": "Shop"}))
+            .expect("valid")
+            .message;
+        assert_eq!(p.properties_map()["category"], "Shop");
     }
 
     #[test]
