@@ -106,7 +106,8 @@ fn a_retry_with_the_same_message_ids_leaves_the_profile_unchanged() {
 fn bad_input_gets_a_clear_4xx_and_nothing_is_half_written() {
     let (_dir, server) = setup();
     let ok = json!({"type": "track", "userId": "a", "event": "E", "messageId": "ok-1"});
-    let cases: Vec<(&str, String, u16, Option<(u64, &str)>)> = vec![
+    type Case<'a> = (&'a str, String, u16, Option<(u64, &'a str)>);
+    let cases: Vec<Case> = vec![
         ("malformed JSON", r#"{"batch": [{"type": "track""#.into(), 400, None),
         ("batch not an array", r#"{"batch": {"a": 1}}"#.into(), 400, None),
         ("wrong type for userId",

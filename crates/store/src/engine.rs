@@ -79,7 +79,7 @@ pub struct Stats {
 /// A record of the log.
 #[derive(Debug, Serialize, Deserialize)]
 enum LogRecord {
-    Message(Message),
+    Message(Box<Message>),
     Unmerge { profile: ProfileId, identifier: Identifier, at: i64 },
 }
 
@@ -92,6 +92,12 @@ enum LogRecordRef<'a> {
 }
 
 type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;
+
+/// Stored messages with their log offsets.
+pub type Located = Vec<(u64, Message)>;
+
+/// A job's messages after logging, its report and its reply.
+type Staged = (Located, IngestReport, Reply<IngestReport>);
 
 enum Job {
     Messages(Vec<Message>, Reply<IngestReport>),
@@ -222,6 +228,7 @@ impl Engine {
             })?;
             match record {
                 LogRecord::Message(m) => {
+                    let m = *m;
                     dedup.insert(dedup_key(m.source, &m.message_id));
                     apply_message(&mut state, &m, offset);
                 }
@@ -350,7 +357,7 @@ impl Engine {
         profile: ProfileId,
         skip: usize,
         limit: usize,
-    ) -> Result<Option<(Vec<(u64, Message)>, bool)>> {
+    ) -> Result<Option<(Located, bool)>> {
         let refs: Vec<u64> = {
             let state = self.state.read();
             let Some(p) = state.book.get(profile) else { return Ok(None) };
@@ -369,7 +376,7 @@ impl Engine {
     pub fn scan(&self, mut f: impl FnMut(u64, Message) -> Result<()>) -> Result<()> {
         let (wal, _) = Wal::open(&self.dir.join("log"), u64::MAX)?;
         wal.replay(0, |offset, payload| match bincode::deserialize::<LogRecord>(payload) {
-            Ok(LogRecord::Message(m)) => f(offset, m),
+            Ok(LogRecord::Message(m)) => f(offset, *m),
             Ok(LogRecord::Unmerge { .. }) => Ok(()),
             Err(e) => Err(StoreError::Corrupt { path: self.dir.join("log"), reason: e.to_string() }),
         })
@@ -408,7 +415,7 @@ impl Engine {
             // Records are contiguous across segments: header (len u32, crc u32) + payload.
             at += 8 + payload.len() as u64;
             if let LogRecord::Message(m) = record {
-                if !f(visited, m)? {
+                if !f(visited, *m)? {
                     return Ok(at);
                 }
             }
@@ -432,7 +439,7 @@ impl Drop for Engine {
 
 fn decode_message(log: &LogReader, at: u64) -> Result<Message> {
     match bincode::deserialize::<LogRecord>(&log.read(at)?) {
-        Ok(LogRecord::Message(m)) => Ok(m),
+        Ok(LogRecord::Message(m)) => Ok(*m),
         _ => Err(StoreError::Corrupt {
             path: PathBuf::from("log"),
             reason: format!("no message at {at}"),
@@ -535,7 +542,7 @@ impl Committer {
     }
 
     fn commit_messages(&mut self, batches: Vec<(Vec<Message>, Reply<IngestReport>)>, buf: &mut Vec<u8>) {
-        let mut staged: Vec<(Vec<(u64, Message)>, IngestReport, Reply<IngestReport>)> = Vec::new();
+        let mut staged: Vec<Staged> = Vec::new();
         let mut new_keys = Vec::new();
         let mut failed: Option<StoreError> = None;
         for (messages, reply) in batches {

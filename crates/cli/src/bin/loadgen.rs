@@ -47,7 +47,7 @@ fn body(args: &Args, b: usize) -> String {
             let n = b * args.batch + j;
             let person = (n.wrapping_mul(2_654_435_761)) % args.people;
             let id = format!("s{}-{n}", args.seed);
-            if n % 10 == 0 {
+            if n.is_multiple_of(10) {
                 json!({"type": "identify", "messageId": id, "userId": format!("user-{person}"),
                        "anonymousId": format!("anon-{person}"),
                        "traits": {"phone": format!("138{:08}", person), "city": "上海", "level": "gold"},
