@@ -197,7 +197,8 @@ impl IdentityConfig {
 
     /// Sorts identifiers by priority (highest first) and removes duplicates.
     pub fn sort(&self, ids: &mut Vec<Identifier>) {
-        ids.sort_by_key(|id| (self.rank(&id.kind).unwrap_or(usize::MAX), id.value.clone()));
+        let rank = |id: &Identifier| self.rank(&id.kind).unwrap_or(usize::MAX);
+        ids.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.value.cmp(&b.value)));
         ids.dedup();
     }
 }

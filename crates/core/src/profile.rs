@@ -312,16 +312,23 @@ impl ProfileBook {
             }
         };
         let mut out = ApplyOutcome::default();
+        // One index probe per identifier: its key and the profile holding it, if any.
+        let mut probes: Vec<(u128, Option<ProfileId>)> = ids
+            .iter()
+            .map(|id| {
+                let k = key(id);
+                (k, self.index.get(&k).copied())
+            })
+            .collect();
         let profiles = loop {
-            let mut profiles: Vec<ProfileId> =
-                ids.iter().filter_map(|id| self.index.get(&key(id)).copied()).collect();
+            let mut profiles: Vec<ProfileId> = probes.iter().filter_map(|(_, p)| *p).collect();
             profiles.sort_unstable();
             profiles.dedup();
-            let known = profiles.len() == 1
-                && ids.iter().all(|id| self.index.contains_key(&key(id)));
+            let known = profiles.len() == 1 && probes.iter().all(|(_, p)| p.is_some());
             if ids.len() <= 1 || known || self.within_limits(&ids, &profiles) {
                 break profiles;
             }
+            probes.pop();
             if let Some(lowest) = ids.pop() {
                 out.dropped.push(lowest.clone());
             }
@@ -351,10 +358,11 @@ impl ProfileBook {
         }
         out.merged = profiles.get(1..).map(<[_]>::to_vec).unwrap_or_default();
         let mut linked = Vec::new();
-        for id in ids {
-            if self.index.insert(key(id), target).is_none() {
-                linked.push(id.clone());
-                self.live_mut(target).identifiers.push(id.clone());
+        // Identifiers of merged profiles were re-pointed by `merge_into`; only new ones remain.
+        for (id, (k, _)) in ids.iter().zip(&probes).filter(|(_, (_, p))| p.is_none()) {
+            if self.index.insert(*k, target).is_none() {
+                linked.push((*id).clone());
+                self.live_mut(target).identifiers.push((*id).clone());
             }
         }
         if !out.created && out.merged.is_empty() && !linked.is_empty() {
