@@ -89,9 +89,70 @@ pub fn spawn_server(engine: Arc<Engine>, listen: SocketAddr, token: String) -> R
     Ok(ServerHandle { addr, stop: Some(stop_tx), thread: Some(thread) })
 }
 
+/// Compacts new events into the lake every `every` seconds until `stop` is set.
+fn spawn_compactor(
+    engine: Arc<Engine>,
+    every: u64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>> {
+    use std::sync::atomic::Ordering;
+    let handle = std::thread::Builder::new().name("portrait-compactor".into()).spawn(move || {
+        let mut waited = 0;
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            waited += 1;
+            if every == 0 || waited < every {
+                continue;
+            }
+            waited = 0;
+            match portrait_lake::compact(&engine, &mut |_| {}) {
+                Ok(r) if r.events > 0 => {
+                    tracing::info!(events = r.events, files = r.files.len(), "compacted into the lake")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "compaction failed"),
+            }
+        }
+    })?;
+    Ok(handle)
+}
+
+/// `portrait compact`.
+pub fn compact(data: &Path, rebuild: bool) -> Result<()> {
+    let engine = open(data)?;
+    let total = engine.state().stats.events;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("compacting {bar:30} {pos}/{len} events {per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut progress = |n| bar.set_position(n);
+    let report = if rebuild {
+        portrait_lake::rebuild(&engine, &mut progress)?
+    } else {
+        portrait_lake::compact(&engine, &mut progress)?
+    };
+    bar.finish_and_clear();
+    println!(
+        "compacted {} events into {} files ({:.1} MB) under {}",
+        report.events,
+        report.files.len(),
+        report.bytes as f64 / 1e6,
+        portrait_lake::lake_dir(data).display()
+    );
+    Ok(())
+}
+
 /// `portrait serve`.
-pub fn serve(data: &Path, listen: SocketAddr, limits: portrait_server::Limits) -> Result<()> {
+pub fn serve(
+    data: &Path,
+    listen: SocketAddr,
+    limits: portrait_server::Limits,
+    compact_every: u64,
+) -> Result<()> {
     let engine = Arc::new(open(data)?);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let compactor = spawn_compactor(engine.clone(), compact_every, stop.clone())?;
     let (token, created) =
         portrait_server::admin_token(data, std::env::var("PORTRAIT_ADMIN_TOKEN").ok())
             .context("cannot read or create the admin token")?;
@@ -112,6 +173,8 @@ pub fn serve(data: &Path, listen: SocketAddr, limits: portrait_server::Limits) -
         portrait_server::serve(app, listener, shutdown).await?;
         anyhow::Ok(())
     })?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = compactor.join();
     engine.close();
     eprintln!("Portrait stopped; state saved.");
     Ok(())

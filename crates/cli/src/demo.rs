@@ -202,6 +202,14 @@ pub fn demo(o: &DemoOptions) -> Result<()> {
         }
     }
     print_score(&score);
+    let lake = portrait_lake::compact(&engine, &mut |_| {})?;
+    println!(
+        "event lake for the batch engine: {} events in {} Parquet files ({:.1} MB) under {}",
+        lake.events,
+        lake.files.len(),
+        lake.bytes as f64 / 1e6,
+        portrait_lake::lake_dir(&data).display()
+    );
     let example = {
         let state = engine.state();
         state

@@ -38,6 +38,18 @@ enum Command {
         /// Largest single message in bytes.
         #[arg(long, default_value_t = 32 * 1024)]
         max_message_bytes: usize,
+        /// Compact new events into the Parquet lake every N seconds (0: never).
+        #[arg(long, default_value_t = 300)]
+        compact_every: u64,
+    },
+    /// Compact the event log into Parquet (DIR/lake) for the batch engine.
+    Compact {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Rewrite the whole lake from the start of the log (after unmerges).
+        #[arg(long)]
+        rebuild: bool,
     },
     /// Manage sources (channels with write keys).
     Source {
@@ -187,13 +199,14 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { data, listen, max_batch_bytes, max_message_bytes } => {
+        Command::Serve { data, listen, max_batch_bytes, max_message_bytes, compact_every } => {
             let limits = portrait_server::Limits {
                 message_bytes: max_message_bytes,
                 batch_bytes: max_batch_bytes,
             };
-            commands::serve(&data, listen, limits)
+            commands::serve(&data, listen, limits, compact_every)
         }
+        Command::Compact { data, rebuild } => commands::compact(&data, rebuild),
         Command::Source { command: SourceCommand::Add { data, name, kind, write_key } } => {
             commands::source_add(&data, &name, &kind, write_key.as_deref())
         }

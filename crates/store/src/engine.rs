@@ -372,23 +372,13 @@ impl Engine {
         Ok(Some((events, more)))
     }
 
-    /// Calls `f` for every stored message in log order (for compaction and exports).
-    pub fn scan(&self, mut f: impl FnMut(u64, Message) -> Result<()>) -> Result<()> {
-        let (wal, _) = Wal::open(&self.dir.join("log"), u64::MAX)?;
-        wal.replay(0, |offset, payload| match bincode::deserialize::<LogRecord>(payload) {
-            Ok(LogRecord::Message(m)) => f(offset, *m),
-            Ok(LogRecord::Unmerge { .. }) => Ok(()),
-            Err(e) => Err(StoreError::Corrupt { path: self.dir.join("log"), reason: e.to_string() }),
-        })
-    }
-
     /// Calls `f(offset, message)` for the stored messages from log offset `from` on, in log
     /// order, until `f` returns `Ok(false)` or the readable end of the log. Returns the offset
     /// just past the last record visited: where a later call resumes. `from` must be a record
     /// boundary (0 or an offset this method returned).
     ///
-    /// Unlike [`Engine::scan`] it reads through the engine's shared log reader and never opens
-    /// the log for writing, so it is safe while the committer appends (incremental compaction).
+    /// It reads through the engine's shared log reader and never opens the log for writing, so
+    /// it is safe while the committer appends (incremental compaction).
     /// Records flushed but not yet acknowledged may be visited; callers that need only applied
     /// messages bound the scan themselves (e.g. by [`Stats::events`]).
     pub fn scan_from(
