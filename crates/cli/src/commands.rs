@@ -30,7 +30,9 @@ impl ServerHandle {
         if let Some(stop) = self.stop.take() {
             let _ = tx.send(stop);
         }
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
         if let Ok(rt) = rt {
             rt.block_on(async {
                 let _ = tokio::signal::ctrl_c().await;
@@ -63,7 +65,11 @@ impl ServerHandle {
 
 /// Starts the HTTP server on `listen` (or, if that address is taken, on a free loopback port)
 /// in a background thread.
-pub fn spawn_server(engine: Arc<Engine>, listen: SocketAddr, token: String) -> Result<ServerHandle> {
+pub fn spawn_server(
+    engine: Arc<Engine>,
+    listen: SocketAddr,
+    token: String,
+) -> Result<ServerHandle> {
     let listener = std::net::TcpListener::bind(listen)
         .or_else(|e| {
             eprintln!("note: {listen} is taken ({e}); using a free port instead");
@@ -73,20 +79,32 @@ pub fn spawn_server(engine: Arc<Engine>, listen: SocketAddr, token: String) -> R
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let limits = portrait_server::Limits::default();
-    let app = Arc::new(portrait_server::App { engine, limits, admin_token: token });
+    let app = Arc::new(portrait_server::App {
+        engine,
+        limits,
+        admin_token: token,
+    });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::Builder::new().name("portrait-http".into()).spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            let shutdown = async {
-                let _ = stop_rx.await;
-            };
-            portrait_server::serve(app, listener, shutdown).await?;
-            anyhow::Ok(())
-        })
-    })?;
-    Ok(ServerHandle { addr, stop: Some(stop_tx), thread: Some(thread) })
+    let thread = std::thread::Builder::new()
+        .name("portrait-http".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let shutdown = async {
+                    let _ = stop_rx.await;
+                };
+                portrait_server::serve(app, listener, shutdown).await?;
+                anyhow::Ok(())
+            })
+        })?;
+    Ok(ServerHandle {
+        addr,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    })
 }
 
 /// Compacts new events into the lake every `every` seconds until `stop` is set.
@@ -96,24 +114,30 @@ fn spawn_compactor(
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>> {
     use std::sync::atomic::Ordering;
-    let handle = std::thread::Builder::new().name("portrait-compactor".into()).spawn(move || {
-        let mut waited = 0;
-        while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(std::time::Duration::from_secs(1));
-            waited += 1;
-            if every == 0 || waited < every {
-                continue;
-            }
-            waited = 0;
-            match portrait_lake::compact(&engine, &mut |_| {}) {
-                Ok(r) if r.events > 0 => {
-                    tracing::info!(events = r.events, files = r.files.len(), "compacted into the lake")
+    let handle = std::thread::Builder::new()
+        .name("portrait-compactor".into())
+        .spawn(move || {
+            let mut waited = 0;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                waited += 1;
+                if every == 0 || waited < every {
+                    continue;
                 }
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "compaction failed"),
+                waited = 0;
+                match portrait_lake::compact(&engine, &mut |_| {}) {
+                    Ok(r) if r.events > 0 => {
+                        tracing::info!(
+                            events = r.events,
+                            files = r.files.len(),
+                            "compacted into the lake"
+                        )
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "compaction failed"),
+                }
             }
-        }
-    })?;
+        })?;
     Ok(handle)
 }
 
@@ -156,8 +180,14 @@ pub fn serve(
     let (token, created) =
         portrait_server::admin_token(data, std::env::var("PORTRAIT_ADMIN_TOKEN").ok())
             .context("cannot read or create the admin token")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let app = Arc::new(portrait_server::App { engine: engine.clone(), limits, admin_token: token.clone() });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let app = Arc::new(portrait_server::App {
+        engine: engine.clone(),
+        limits,
+        admin_token: token.clone(),
+    });
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -165,7 +195,10 @@ pub fn serve(
         let addr = listener.local_addr()?;
         eprintln!("Portrait is serving {} on http://{addr}", data.display());
         if created {
-            eprintln!("Admin token (shown once; stored in {}/admin_token): {token}", data.display());
+            eprintln!(
+                "Admin token (shown once; stored in {}/admin_token): {token}",
+                data.display()
+            );
         }
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
@@ -195,20 +228,28 @@ pub fn source_list(data: &Path) -> Result<()> {
     let reg = portrait_store::SourceRegistry::open(data)?;
     for s in reg.list() {
         let kind = serde_json::to_value(s.kind)?;
-        println!("{}\t{}\t{}", s.name, kind.as_str().unwrap_or("?"), s.write_keys.join(","));
+        println!(
+            "{}\t{}\t{}",
+            s.name,
+            kind.as_str().unwrap_or("?"),
+            s.write_keys.join(",")
+        );
     }
     Ok(())
 }
 
 /// Parses and normalises `type:value`.
 pub fn parse_identifier(engine: &Engine, text: &str) -> Result<Identifier> {
-    let (kind, value) = text
-        .split_once(':')
-        .ok_or_else(|| anyhow!("identifier `{text}` must be `type:value`, e.g. phone:13800000000"))?;
+    let (kind, value) = text.split_once(':').ok_or_else(|| {
+        anyhow!("identifier `{text}` must be `type:value`, e.g. phone:13800000000")
+    })?;
     let config = engine.identity();
     if config.rank(kind).is_none() {
         let known: Vec<&str> = config.types.iter().map(|t| t.name.as_str()).collect();
-        bail!("unknown identifier type `{kind}`; known: {}", known.join(", "));
+        bail!(
+            "unknown identifier type `{kind}`; known: {}",
+            known.join(", ")
+        );
     }
     Ok(match config.normalize(kind, value) {
         Ok(v) => Identifier::new(kind, v),
@@ -218,12 +259,21 @@ pub fn parse_identifier(engine: &Engine, text: &str) -> Result<Identifier> {
 }
 
 /// `portrait profile`.
-pub fn profile(data: &Path, identifier: Option<&str>, id: Option<u32>, events: usize) -> Result<()> {
+pub fn profile(
+    data: &Path,
+    identifier: Option<&str>,
+    id: Option<u32>,
+    events: usize,
+) -> Result<()> {
     let engine = open(data)?;
     let id: ProfileId = match (identifier, id) {
         (Some(text), _) => {
             let ident = parse_identifier(&engine, text)?;
-            engine.state().book.by_identifier(&ident).ok_or_else(|| anyhow!("no profile has {ident}"))?
+            engine
+                .state()
+                .book
+                .by_identifier(&ident)
+                .ok_or_else(|| anyhow!("no profile has {ident}"))?
         }
         (None, Some(id)) => id,
         (None, None) => bail!("give --identifier type:value or --id N"),
@@ -231,13 +281,19 @@ pub fn profile(data: &Path, identifier: Option<&str>, id: Option<u32>, events: u
     let sources = engine.sources();
     let (mut view, history) = {
         let state = engine.state();
-        let p = state.book.get(id).ok_or_else(|| anyhow!("no profile {id}"))?;
+        let p = state
+            .book
+            .get(id)
+            .ok_or_else(|| anyhow!("no profile {id}"))?;
         (profile_json(p, &sources), merges_json(&p.history, &sources))
     };
     let (timeline, _) = engine.timeline(id, 0, events)?.unwrap_or_default();
     view["merges"] = history;
-    view["events"] =
-        timeline.iter().map(|(_, m)| m.to_json(sources.name(m.source))).collect::<Vec<_>>().into();
+    view["events"] = timeline
+        .iter()
+        .map(|(_, m)| m.to_json(sources.name(m.source)))
+        .collect::<Vec<_>>()
+        .into();
     println!("{}", serde_json::to_string_pretty(&view)?);
     Ok(())
 }
@@ -290,7 +346,9 @@ pub fn import(
             received_at: portrait_core::time::now(),
         };
         let rows = portrait_import::read_file(file, &mapping, &ctx)?;
-        let name = file.file_name().map_or_else(|| "input".into(), |n| n.to_string_lossy().to_string());
+        let name = file
+            .file_name()
+            .map_or_else(|| "input".into(), |n| n.to_string_lossy().to_string());
         let reject_path = match rejects_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
@@ -301,8 +359,10 @@ pub fn import(
         let bar = if show_progress {
             let bar = indicatif::ProgressBar::new(rows.total_bytes());
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             bar.set_message(name.clone());
             bar
@@ -310,8 +370,9 @@ pub fn import(
             indicatif::ProgressBar::hidden()
         };
         let mut rejects = RejectWriter::new(&reject_path);
-        let summary =
-            portrait_server::imports::run_import(engine, rows, &mut rejects, &mut |b| bar.set_position(b))?;
+        let summary = portrait_server::imports::run_import(engine, rows, &mut rejects, &mut |b| {
+            bar.set_position(b)
+        })?;
         rejects.finish()?;
         bar.finish_and_clear();
         if show_progress && files.len() > 1 && (summary.rejected > 0 || summary.interrupted) {
@@ -334,13 +395,21 @@ pub fn import(
         total.interrupted |= summary.interrupted;
     }
     if show_progress {
-        let what = if files.len() == 1 { files[0].display().to_string() } else { format!("{source} ({} files)", files.len()) };
+        let what = if files.len() == 1 {
+            files[0].display().to_string()
+        } else {
+            format!("{source} ({} files)", files.len())
+        };
         let mut line = format!(
             "{what}: {} rows, {} imported, {} duplicates, {} rejected",
             total.rows, total.imported, total.duplicates, total.rejected
         );
         if total.rejected > 0 {
-            line.push_str(&format!(" (reject files: {})", rejects_dir.map_or_else(|| "next to the inputs".into(), |d| d.display().to_string())));
+            line.push_str(&format!(
+                " (reject files: {})",
+                rejects_dir
+                    .map_or_else(|| "next to the inputs".into(), |d| d.display().to_string())
+            ));
         }
         println!("{line}");
     }

@@ -24,7 +24,10 @@ fn bar(len: u64, template: &str) -> indicatif::ProgressBar {
 
 /// `portrait gen`: writes a data set with a progress bar.
 pub fn generate(out: &Path, opts: &GenOptions) -> Result<GenSummary> {
-    let progress = bar(opts.people, "generating {bar:30} {pos}/{len} people {per_sec} eta {eta}");
+    let progress = bar(
+        opts.people,
+        "generating {bar:30} {pos}/{len} people {per_sec} eta {eta}",
+    );
     let started = Instant::now();
     let summary = portrait_gen::generate(out, opts, &mut |done| progress.set_position(done))
         .with_context(|| format!("cannot generate into {}", out.display()))?;
@@ -44,7 +47,8 @@ pub fn generate(out: &Path, opts: &GenOptions) -> Result<GenSummary> {
 /// Scores the engine's identity resolution against a generated data set's truth.
 pub fn score_engine(engine: &Engine, truth: &Path) -> Result<IdentityScore> {
     let state = engine.state();
-    let score = portrait_gen::truth::score(truth, engine.identity(), |id| state.book.by_identifier(id))?;
+    let score =
+        portrait_gen::truth::score(truth, engine.identity(), |id| state.book.by_identifier(id))?;
     Ok(score)
 }
 
@@ -68,17 +72,25 @@ pub fn score(data: &Path, truth: &Path) -> Result<()> {
     let engine = open(data)?;
     let s = score_engine(&engine, truth)?;
     print_score(&s);
-    println!("{}", serde_json::to_string(&serde_json::json!({
-        "precision": s.precision, "recall": s.recall, "true_pairs": s.true_pairs,
-        "predicted_pairs": s.predicted_pairs, "correct_pairs": s.correct_pairs,
-        "people": s.people, "profiles": s.profiles,
-        "over_merged_profiles": s.over_merged_profiles, "under_merged_people": s.under_merged_people,
-    }))?);
+    println!(
+        "{}",
+        serde_json::to_string(&serde_json::json!({
+            "precision": s.precision, "recall": s.recall, "true_pairs": s.true_pairs,
+            "predicted_pairs": s.predicted_pairs, "correct_pairs": s.correct_pairs,
+            "people": s.people, "profiles": s.profiles,
+            "over_merged_profiles": s.over_merged_profiles, "under_merged_people": s.under_merged_people,
+        }))?
+    );
     Ok(())
 }
 
 /// Sends a Segment JSON-lines file to `/v1/batch` in batches under the size limit.
-fn send_jsonl(addr: &str, key: &str, file: &Path, progress: &indicatif::ProgressBar) -> Result<u64> {
+fn send_jsonl(
+    addr: &str,
+    key: &str,
+    file: &Path,
+    progress: &indicatif::ProgressBar,
+) -> Result<u64> {
     use std::io::BufRead;
     let reader = std::io::BufReader::new(
         std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?,
@@ -95,7 +107,11 @@ fn send_jsonl(addr: &str, key: &str, file: &Path, progress: &indicatif::Progress
         body.push_str("]}");
         let (status, answer) = client.post("/v1/batch", &auth, body.as_bytes())?;
         if status != 200 {
-            bail!("{}: HTTP {status}: {}", file.display(), String::from_utf8_lossy(&answer));
+            bail!(
+                "{}: HTTP {status}: {}",
+                file.display(),
+                String::from_utf8_lossy(&answer)
+            );
         }
         sent += *count as u64;
         progress.inc(*count as u64);
@@ -142,24 +158,42 @@ pub fn demo(o: &DemoOptions) -> Result<()> {
     let data = o.dir.join("data");
     if data.exists() {
         if !data.join("sources.json").exists() && std::fs::read_dir(&data)?.next().is_some() {
-            bail!("{} exists and is not a Portrait data directory; choose another --dir", data.display());
+            bail!(
+                "{} exists and is not a Portrait data directory; choose another --dir",
+                data.display()
+            );
         }
-        std::fs::remove_dir_all(&data).with_context(|| format!("cannot clear {}", data.display()))?;
+        std::fs::remove_dir_all(&data)
+            .with_context(|| format!("cannot clear {}", data.display()))?;
     }
-    println!("Portrait demo — a brand with {} customers across 10 channels\n", o.people);
-    println!("[1/4] Generating the channels' exports into {}", input.display());
-    let opts = GenOptions { people: o.people, seed: o.seed, ..GenOptions::default() };
+    println!(
+        "Portrait demo — a brand with {} customers across 10 channels\n",
+        o.people
+    );
+    println!(
+        "[1/4] Generating the channels' exports into {}",
+        input.display()
+    );
+    let opts = GenOptions {
+        people: o.people,
+        seed: o.seed,
+        ..GenOptions::default()
+    };
     generate(&input, &opts)?;
     let specs = portrait_gen::manifest(&input)?;
 
-    let engine = Arc::new(Engine::open(&data, portrait_store::EngineOptions::default())?);
+    let engine = Arc::new(Engine::open(
+        &data,
+        portrait_store::EngineOptions::default(),
+    )?);
     let mut keys = Vec::new();
     for spec in &specs {
         let kind = SourceKind::parse(&spec.kind)?;
         let source = engine.sources_mut().add(&spec.name, kind, None)?;
         keys.push(source.write_keys[0].clone());
     }
-    let (token, _) = portrait_server::admin_token(&data, std::env::var("PORTRAIT_ADMIN_TOKEN").ok())?;
+    let (token, _) =
+        portrait_server::admin_token(&data, std::env::var("PORTRAIT_ADMIN_TOKEN").ok())?;
     let server = crate::commands::spawn_server(engine.clone(), o.listen, token.clone())?;
     let addr = server.addr.to_string();
 
@@ -168,13 +202,23 @@ pub fn demo(o: &DemoOptions) -> Result<()> {
     let mut rejected = 0u64;
     for spec in specs.iter().filter(|s| s.mapping.is_some()) {
         let mapping = spec.mapping.as_deref().unwrap_or(Path::new(""));
-        let s = import(&engine, &spec.name, mapping, Some(&o.dir.join("rejects")), &spec.files, true)?;
+        let s = import(
+            &engine,
+            &spec.name,
+            mapping,
+            Some(&o.dir.join("rejects")),
+            &spec.files,
+            true,
+        )?;
         records += s.rows;
         rejected += s.rejected;
     }
     println!("[3/4] Sending app and web clickstreams to http://{addr}/v1/batch");
     for (spec, key) in specs.iter().zip(&keys).filter(|(s, _)| s.mapping.is_none()) {
-        let progress = bar(spec.records, "{msg} {bar:30} {pos}/{len} messages {per_sec}");
+        let progress = bar(
+            spec.records,
+            "{msg} {bar:30} {pos}/{len} messages {per_sec}",
+        );
         progress.set_message(spec.name.clone());
         for file in &spec.files {
             records += send_jsonl(&addr, key, file, &progress)?;
@@ -216,14 +260,22 @@ pub fn demo(o: &DemoOptions) -> Result<()> {
             .book
             .profiles()
             .max_by_key(|p| (p.sources.len(), p.events.len()))
-            .map(|p| (p.id, p.sources.len(), p.identifiers.iter().find(|i| i.kind == "phone").cloned()))
+            .map(|p| {
+                (
+                    p.id,
+                    p.sources.len(),
+                    p.identifiers.iter().find(|i| i.kind == "phone").cloned(),
+                )
+            })
     };
     println!("done in {:.1}s\n", started.elapsed().as_secs_f64());
     if let Some((id, n, phone)) = example {
         println!("The most connected profile, {id}, joins {n} channels:");
         println!("  curl -H 'Authorization: Bearer {token}' http://{addr}/api/v1/profiles/{id}");
         println!("  curl -H 'Authorization: Bearer {token}' 'http://{addr}/api/v1/profiles/{id}/events?limit=5'");
-        println!("  curl -H 'Authorization: Bearer {token}' http://{addr}/api/v1/profiles/{id}/merges");
+        println!(
+            "  curl -H 'Authorization: Bearer {token}' http://{addr}/api/v1/profiles/{id}/merges"
+        );
         if let Some(phone) = phone {
             println!("  curl -H 'Authorization: Bearer {token}' http://{addr}/api/v1/profiles/by-identifier/phone/{}", phone.value.replace('+', "%2B"));
         }

@@ -14,9 +14,13 @@ pub struct Client {
 impl Client {
     /// Connects to `addr` (`host:port`).
     pub fn connect(addr: &str) -> Result<Self> {
-        let stream = TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
+        let stream =
+            TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
         stream.set_nodelay(true)?;
-        Ok(Self { stream: BufReader::new(stream), host: addr.to_string() })
+        Ok(Self {
+            stream: BufReader::new(stream),
+            host: addr.to_string(),
+        })
     }
 
     /// POSTs a JSON body with an `Authorization` header; returns status and body.
@@ -31,7 +35,11 @@ impl Client {
         s.write_all(body)?;
         let mut status = String::new();
         self.stream.read_line(&mut status)?;
-        let code: u16 = status.split_whitespace().nth(1).context("no HTTP status line")?.parse()?;
+        let code: u16 = status
+            .split_whitespace()
+            .nth(1)
+            .context("no HTTP status line")?
+            .parse()?;
         let mut len = 0usize;
         loop {
             let mut line = String::new();
@@ -53,5 +61,8 @@ impl Client {
 /// `Basic base64(key:)`.
 pub fn basic(key: &str) -> String {
     use base64::Engine as _;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{key}:")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))
+    )
 }

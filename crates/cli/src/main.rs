@@ -16,7 +16,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Portrait: a user profile engine.
 #[derive(Parser)]
-#[command(name = "portrait", version, about = "Portrait: a user profile engine (用户画像引擎)")]
+#[command(
+    name = "portrait",
+    version,
+    about = "Portrait: a user profile engine (用户画像引擎)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -185,7 +189,11 @@ fn main() {
     let cli = Cli::parse();
     let quiet = !matches!(cli.command, Command::Serve { .. });
     let filter = std::env::var("PORTRAIT_LOG").unwrap_or_else(|_| {
-        if quiet { "warn".into() } else { "info".into() }
+        if quiet {
+            "warn".into()
+        } else {
+            "info".into()
+        }
     });
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
@@ -199,7 +207,13 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { data, listen, max_batch_bytes, max_message_bytes, compact_every } => {
+        Command::Serve {
+            data,
+            listen,
+            max_batch_bytes,
+            max_message_bytes,
+            compact_every,
+        } => {
             let limits = portrait_server::Limits {
                 message_bytes: max_message_bytes,
                 batch_bytes: max_batch_bytes,
@@ -207,16 +221,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             commands::serve(&data, listen, limits, compact_every)
         }
         Command::Compact { data, rebuild } => commands::compact(&data, rebuild),
-        Command::Source { command: SourceCommand::Add { data, name, kind, write_key } } => {
-            commands::source_add(&data, &name, &kind, write_key.as_deref())
-        }
-        Command::Source { command: SourceCommand::List { data } } => commands::source_list(&data),
-        Command::Profile { data, identifier, id, events } => {
-            commands::profile(&data, identifier.as_deref(), id, events)
-        }
-        Command::Unmerge { data, id, identifier } => commands::unmerge(&data, id, &identifier),
+        Command::Source {
+            command:
+                SourceCommand::Add {
+                    data,
+                    name,
+                    kind,
+                    write_key,
+                },
+        } => commands::source_add(&data, &name, &kind, write_key.as_deref()),
+        Command::Source {
+            command: SourceCommand::List { data },
+        } => commands::source_list(&data),
+        Command::Profile {
+            data,
+            identifier,
+            id,
+            events,
+        } => commands::profile(&data, identifier.as_deref(), id, events),
+        Command::Unmerge {
+            data,
+            id,
+            identifier,
+        } => commands::unmerge(&data, id, &identifier),
         Command::Stats { data } => commands::stats(&data),
-        Command::Gen { out, people, days, seed, scale_events, noise } => {
+        Command::Gen {
+            out,
+            people,
+            days,
+            seed,
+            scale_events,
+            noise,
+        } => {
             let opts = portrait_gen::GenOptions {
                 people,
                 days,
@@ -228,14 +264,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             demo::generate(&out, &opts).map(|_| ())
         }
         Command::Score { data, truth } => demo::score(&data, &truth),
-        Command::Demo { dir, people, seed, listen, no_serve } => demo::demo(&demo::DemoOptions {
+        Command::Demo {
+            dir,
+            people,
+            seed,
+            listen,
+            no_serve,
+        } => demo::demo(&demo::DemoOptions {
             dir,
             people,
             seed,
             listen,
             serve: !no_serve,
         }),
-        Command::Import { data, source, mapping, rejects, files } => {
+        Command::Import {
+            data,
+            source,
+            mapping,
+            rejects,
+            files,
+        } => {
             let engine = commands::open(&data)?;
             commands::import(&engine, &source, &mapping, rejects.as_deref(), &files, true)
                 .map(|_| ())

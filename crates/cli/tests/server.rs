@@ -31,7 +31,9 @@ fn batch_body(start: usize, n: usize) -> String {
 }
 
 fn events(server: &Server) -> u64 {
-    server.admin_get("/api/v1/stats").json()["events"].as_u64().expect("events")
+    server.admin_get("/api/v1/stats").json()["events"]
+        .as_u64()
+        .expect("events")
 }
 
 #[test]
@@ -48,7 +50,10 @@ fn kill9_mid_load_loses_no_acknowledged_event_and_doubles_none() {
             let mut batch = 0;
             while !stop.load(Ordering::Relaxed) {
                 let body = batch_body(batch * PER, PER);
-                let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+                let headers = [
+                    ("Authorization", auth.as_str()),
+                    ("Content-Type", "application/json"),
+                ];
                 match common::request(addr, "POST", "/v1/batch", &headers, body.as_bytes()) {
                     Ok(r) if r.status == 200 => acked.lock().expect("lock").push(batch),
                     _ => break,
@@ -67,7 +72,11 @@ fn kill9_mid_load_loses_no_acknowledged_event_and_doubles_none() {
 
     let server = Server::start(dir.path(), &[]);
     let stored = events(&server);
-    assert!(stored >= (acked.len() * PER) as u64, "stored {stored} < acked {}", acked.len() * PER);
+    assert!(
+        stored >= (acked.len() * PER) as u64,
+        "stored {stored} < acked {}",
+        acked.len() * PER
+    );
     for &b in &acked {
         for i in [b * PER, b * PER + PER - 1] {
             let p = server.admin_get(&format!("/api/v1/profiles/by-identifier/user_id/u{i}"));
@@ -77,7 +86,9 @@ fn kill9_mid_load_loses_no_acknowledged_event_and_doubles_none() {
     }
     // Clients retry what they sent: every acknowledged message is a duplicate now.
     for &b in &acked {
-        let r = server.ingest("/v1/batch", KEY, &batch_body(b * PER, PER)).json();
+        let r = server
+            .ingest("/v1/batch", KEY, &batch_body(b * PER, PER))
+            .json();
         assert_eq!(r["accepted"], 0);
         assert_eq!(r["duplicates"], PER);
     }
@@ -93,11 +104,15 @@ fn a_retry_with_the_same_message_ids_leaves_the_profile_unchanged() {
     ]})
     .to_string();
     assert_eq!(server.ingest("/v1/batch", KEY, &body).status, 200);
-    let before = server.admin_get("/api/v1/profiles/by-identifier/phone/13800001234").json();
+    let before = server
+        .admin_get("/api/v1/profiles/by-identifier/phone/13800001234")
+        .json();
     let again = server.ingest("/v1/batch", KEY, &body);
     assert_eq!(again.status, 200);
     assert_eq!(again.json()["duplicates"], 2);
-    let after = server.admin_get("/api/v1/profiles/by-identifier/phone/13800001234").json();
+    let after = server
+        .admin_get("/api/v1/profiles/by-identifier/phone/13800001234")
+        .json();
     assert_eq!(before, after);
     assert_eq!(after["event_count"], 2);
 }
@@ -127,9 +142,17 @@ fn bad_input_gets_a_clear_4xx_and_nothing_is_half_written() {
     ];
     for (what, body, status, detail) in cases {
         let r = server.ingest("/v1/batch", KEY, &body);
-        assert_eq!(r.status, status, "{what}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            status,
+            "{what}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         let j = r.json();
-        assert!(j["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {j}");
+        assert!(
+            j["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {j}"
+        );
         if let Some((index, field)) = detail {
             assert_eq!(j["index"], index, "{what}: {j}");
             assert_eq!(j["field"], field, "{what}: {j}");
@@ -139,10 +162,20 @@ fn bad_input_gets_a_clear_4xx_and_nothing_is_half_written() {
 
     let no_auth = server.request("POST", "/v1/track", &[], br#"{"userId":"a","event":"E"}"#);
     assert_eq!(no_auth.status, 401);
-    assert_eq!(server.ingest("/v1/track", "wrong-key", r#"{"userId":"a","event":"E"}"#).status, 401);
+    assert_eq!(
+        server
+            .ingest("/v1/track", "wrong-key", r#"{"userId":"a","event":"E"}"#)
+            .status,
+        401
+    );
     assert_eq!(server.request("GET", "/api/v1/stats", &[], b"").status, 401);
     // The write key may also come in the body.
-    let body_key = server.request("POST", "/v1/track", &[], br#"{"writeKey":"app-write-key","userId":"a","event":"E"}"#);
+    let body_key = server.request(
+        "POST",
+        "/v1/track",
+        &[],
+        br#"{"writeKey":"app-write-key","userId":"a","event":"E"}"#,
+    );
     assert_eq!(body_key.status, 200);
     assert_eq!(events(&server), 1);
 }
@@ -161,21 +194,32 @@ fn gzip_bodies_and_rudderstack_form_encoded_gzip() {
     let r = server.request(
         "POST",
         "/v1/batch",
-        &[("Authorization", &auth), ("Content-Type", "application/json"), ("Content-Encoding", "gzip")],
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+            ("Content-Encoding", "gzip"),
+        ],
         &gz,
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let r = server.request(
         "POST",
         "/v1/batch",
-        &[("Authorization", &auth), ("Content-Type", "application/x-www-form-urlencoded")],
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
         &gz,
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     // Batch-level context.traits reached the message: the phone identifies the visitor.
     let p = server.admin_get("/api/v1/profiles/by-identifier/phone/13900009999");
     assert_eq!(p.status, 200);
-    assert_eq!(p.json()["event_count"], 1, "same content, same derived messageId: deduplicated");
+    assert_eq!(
+        p.json()["event_count"],
+        1,
+        "same content, same derived messageId: deduplicated"
+    );
 }
 
 #[test]
@@ -183,9 +227,22 @@ fn admin_api_sources_profiles_timeline_merges_and_unmerge() {
     let (dir, server) = setup();
     let created = server.admin_post("/api/v1/sources", r#"{"name": "pos", "kind": "pos"}"#);
     assert_eq!(created.status, 201);
-    let pos_key = created.json()["write_keys"][0].as_str().expect("key").to_string();
-    assert_eq!(server.admin_post("/api/v1/sources", r#"{"name": "pos", "kind": "pos"}"#).status, 409);
-    assert_eq!(server.admin_post("/api/v1/sources", r#"{"name": "x", "kind": "tv"}"#).status, 400);
+    let pos_key = created.json()["write_keys"][0]
+        .as_str()
+        .expect("key")
+        .to_string();
+    assert_eq!(
+        server
+            .admin_post("/api/v1/sources", r#"{"name": "pos", "kind": "pos"}"#)
+            .status,
+        409
+    );
+    assert_eq!(
+        server
+            .admin_post("/api/v1/sources", r#"{"name": "x", "kind": "tv"}"#)
+            .status,
+        400
+    );
 
     let app = json!({"batch": [
         {"type": "track", "anonymousId": "dev-1", "event": "Product Viewed", "messageId": "a1",
@@ -193,32 +250,55 @@ fn admin_api_sources_profiles_timeline_merges_and_unmerge() {
         {"type": "identify", "userId": "u-1", "anonymousId": "dev-1", "messageId": "a2",
          "timestamp": "2024-06-02T00:00:00Z", "traits": {"name": "韩梅梅"}}
     ]});
-    assert_eq!(server.ingest("/v1/batch", KEY, &app.to_string()).status, 200);
+    assert_eq!(
+        server.ingest("/v1/batch", KEY, &app.to_string()).status,
+        200
+    );
     let pos = json!({"type": "track", "anonymousId": "card-7", "event": "Store Purchase", "messageId": "p1",
                      "timestamp": "2024-06-03T00:00:00Z",
                      "context": {"traits": {"phone": "13700007777", "email": "shared@typo.cn"}}});
-    assert_eq!(server.ingest("/v1/track", &pos_key, &pos.to_string()).status, 200);
+    assert_eq!(
+        server
+            .ingest("/v1/track", &pos_key, &pos.to_string())
+            .status,
+        200
+    );
 
-    let p = server.admin_get("/api/v1/profiles/by-identifier/user_id/u-1").json();
+    let p = server
+        .admin_get("/api/v1/profiles/by-identifier/user_id/u-1")
+        .json();
     let id = p["id"].as_u64().expect("id");
     assert_eq!(p["event_count"], 3);
     assert_eq!(p["sources"], json!({"app": 2, "pos": 1}));
     assert_eq!(p["traits"]["name"]["value"], "韩梅梅");
     assert_eq!(p["traits"]["name"]["source"], "app");
 
-    let page1 = server.admin_get(&format!("/api/v1/profiles/{id}/events?limit=2")).json();
+    let page1 = server
+        .admin_get(&format!("/api/v1/profiles/{id}/events?limit=2"))
+        .json();
     assert_eq!(page1["events"][0]["messageId"], "p1", "newest first");
     assert_eq!(page1["events"][0]["source"], "pos");
     let next = page1["next"].as_u64().expect("more pages");
-    let page2 = server.admin_get(&format!("/api/v1/profiles/{id}/events?limit=2&cursor={next}")).json();
+    let page2 = server
+        .admin_get(&format!(
+            "/api/v1/profiles/{id}/events?limit=2&cursor={next}"
+        ))
+        .json();
     assert_eq!(page2["events"][0]["messageId"], "a1");
     assert!(page2["next"].is_null());
 
-    let merges = server.admin_get(&format!("/api/v1/profiles/{id}/merges")).json();
+    let merges = server
+        .admin_get(&format!("/api/v1/profiles/{id}/merges"))
+        .json();
     let history = merges["merges"].as_array().expect("history");
     let actions: Vec<(&str, &str)> = history
         .iter()
-        .map(|r| (r["action"].as_str().unwrap_or(""), r["message_id"].as_str().unwrap_or("")))
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap_or(""),
+                r["message_id"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert_eq!(actions, [("link", "a2"), ("link", "p1")]);
     assert_eq!(history[1]["source"], "pos");
@@ -232,20 +312,38 @@ fn admin_api_sources_profiles_timeline_merges_and_unmerge() {
         &format!("/api/v1/profiles/{id}/unmerge"),
         r#"{"type": "email", "value": "shared@typo.cn"}"#,
     );
-    assert_eq!(split.status, 200, "{}", String::from_utf8_lossy(&split.body));
+    assert_eq!(
+        split.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&split.body)
+    );
     assert_eq!(split.json()["profiles"].as_array().map(Vec::len), Some(2));
-    let app_side = server.admin_get("/api/v1/profiles/by-identifier/user_id/u-1").json();
-    let pos_side = server.admin_get("/api/v1/profiles/by-identifier/phone/13700007777").json();
+    let app_side = server
+        .admin_get("/api/v1/profiles/by-identifier/user_id/u-1")
+        .json();
+    let pos_side = server
+        .admin_get("/api/v1/profiles/by-identifier/phone/13700007777")
+        .json();
     assert_ne!(app_side["id"], pos_side["id"]);
     assert_eq!(pos_side["event_count"], 1);
-    let bad = server.admin_post(&format!("/api/v1/profiles/{id}/unmerge"), r#"{"type": "fax", "value": "1"}"#);
+    let bad = server.admin_post(
+        &format!("/api/v1/profiles/{id}/unmerge"),
+        r#"{"type": "fax", "value": "1"}"#,
+    );
     assert_eq!(bad.status, 400);
     assert_eq!(server.admin_get("/api/v1/profiles/999999").status, 404);
 
     // The CLI reads the same data once the server is gone.
     drop(server);
     let d = dir.path().to_str().expect("utf-8");
-    let (ok, out, err) = portrait(&["profile", "--data", d, "--identifier", "phone:+86 137 0000 7777"]);
+    let (ok, out, err) = portrait(&[
+        "profile",
+        "--data",
+        d,
+        "--identifier",
+        "phone:+86 137 0000 7777",
+    ]);
     assert!(ok, "{err}");
     let shown: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(shown["id"], pos_side["id"]);
@@ -258,9 +356,18 @@ fn admin_api_sources_profiles_timeline_merges_and_unmerge() {
 fn admin_token_is_generated_once_with_mode_0600() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
     let mut child = std::process::Command::new(common::bin())
-        .args(["serve", "--data", dir.path().to_str().expect("utf-8"), "--listen", &addr.to_string()])
+        .args([
+            "serve",
+            "--data",
+            dir.path().to_str().expect("utf-8"),
+            "--listen",
+            &addr.to_string(),
+        ])
         .env_remove("PORTRAIT_ADMIN_TOKEN")
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -276,7 +383,14 @@ fn admin_token_is_generated_once_with_mode_0600() {
     let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let auth = format!("Bearer {token}");
-    let r = common::request(addr, "GET", "/api/v1/stats", &[("Authorization", &auth)], b"").expect("stats");
+    let r = common::request(
+        addr,
+        "GET",
+        "/api/v1/stats",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .expect("stats");
     assert_eq!(r.status, 200);
     let _ = child.kill();
     let _ = child.wait();

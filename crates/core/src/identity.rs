@@ -15,7 +15,9 @@ use crate::message::Identifier;
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     /// A blocked-value pattern does not compile.
-    #[error("identifier type `{kind}`: blocked pattern `{pattern}` is not a valid regex: {source}")]
+    #[error(
+        "identifier type `{kind}`: blocked pattern `{pattern}` is not a valid regex: {source}"
+    )]
     BadPattern {
         /// Identifier type.
         kind: String,
@@ -71,8 +73,20 @@ pub struct IdentifierType {
 }
 
 /// Values blocked for every type: placeholders that clients send when they have no id.
-pub const DEFAULT_BLOCKED: &[&str] =
-    &["", "null", "undefined", "none", "nil", "nan", "0", "-1", "anonymous", "unknown", "n/a", "na"];
+pub const DEFAULT_BLOCKED: &[&str] = &[
+    "",
+    "null",
+    "undefined",
+    "none",
+    "nil",
+    "nan",
+    "0",
+    "-1",
+    "anonymous",
+    "unknown",
+    "n/a",
+    "na",
+];
 
 /// The identity resolution configuration: identifier types in priority order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,13 +117,22 @@ fn ty(name: &str, limit: u32, normalize: Normalizer, traits: &[&str]) -> Identif
 impl Default for IdentityConfig {
     fn default() -> Self {
         use Normalizer::*;
-        let mut openid =
-            ty("wechat_openid", 10, Trim, &["wechat_openid", "openid", "wechatOpenid"]);
+        let mut openid = ty(
+            "wechat_openid",
+            10,
+            Trim,
+            &["wechat_openid", "openid", "wechatOpenid"],
+        );
         openid.scope_trait = Some("wechat_appid".into());
         let types = vec![
             ty("user_id", 1, Trim, &[]),
             ty("member_id", 1, Trim, &["member_id", "memberId"]),
-            ty("wechat_unionid", 1, Trim, &["wechat_unionid", "unionid", "wechatUnionid"]),
+            ty(
+                "wechat_unionid",
+                1,
+                Trim,
+                &["wechat_unionid", "unionid", "wechatUnionid"],
+            ),
             ty("tmall_nick", 2, Trim, &["tmall_nick"]),
             ty("jd_pin", 2, Trim, &["jd_pin"]),
             ty("phone", 2, Phone, &["phone", "mobile", "phone_number"]),
@@ -125,8 +148,12 @@ impl Default for IdentityConfig {
 impl IdentityConfig {
     /// Builds and checks a configuration.
     pub fn new(types: Vec<IdentifierType>, blocked: Vec<String>) -> Result<Self, IdentityError> {
-        let mut config =
-            Self { types, blocked, compiled: Vec::new(), global: None };
+        let mut config = Self {
+            types,
+            blocked,
+            compiled: Vec::new(),
+            global: None,
+        };
         config.compile()?;
         Ok(config)
     }
@@ -214,10 +241,18 @@ fn alternation(kind: &str, patterns: &[String]) -> Result<Option<Regex>, Identit
             source,
         })?;
     }
-    let joined = patterns.iter().map(|p| format!("(?:{p})")).collect::<Vec<_>>().join("|");
+    let joined = patterns
+        .iter()
+        .map(|p| format!("(?:{p})"))
+        .collect::<Vec<_>>()
+        .join("|");
     Regex::new(&format!("(?i)^(?:{joined})$"))
         .map(Some)
-        .map_err(|source| IdentityError::BadPattern { kind: kind.into(), pattern: joined, source })
+        .map_err(|source| IdentityError::BadPattern {
+            kind: kind.into(),
+            pattern: joined,
+            source,
+        })
 }
 
 fn normalize_email(lowered: &str) -> Option<String> {
@@ -265,7 +300,10 @@ pub fn normalize_phone(raw: &str) -> Result<String, &'static str> {
     if !(8..=15).contains(&e164.len()) {
         return Err("not a phone number");
     }
-    let national = e164.strip_prefix("86").filter(|r| r.len() == 11).unwrap_or(&e164);
+    let national = e164
+        .strip_prefix("86")
+        .filter(|r| r.len() == 11)
+        .unwrap_or(&e164);
     let first = national.as_bytes()[0];
     if national.bytes().all(|b| b == first) {
         return Err("blocked value");
@@ -279,10 +317,22 @@ mod tests {
 
     #[test]
     fn phone_variants_normalise_to_one_value() {
-        for raw in ["13800001234", "+86 138-0000-1234", "0086 138 0000 1234", "86-13800001234"] {
-            assert_eq!(normalize_phone(raw), Ok("+8613800001234".to_string()), "{raw}");
+        for raw in [
+            "13800001234",
+            "+86 138-0000-1234",
+            "0086 138 0000 1234",
+            "86-13800001234",
+        ] {
+            assert_eq!(
+                normalize_phone(raw),
+                Ok("+8613800001234".to_string()),
+                "{raw}"
+            );
         }
-        assert_eq!(normalize_phone("+1 (415) 555-0100"), Ok("+14155550100".to_string()));
+        assert_eq!(
+            normalize_phone("+1 (415) 555-0100"),
+            Ok("+14155550100".to_string())
+        );
     }
 
     #[test]
@@ -299,7 +349,10 @@ mod tests {
         let c = IdentityConfig::default();
         assert_eq!(c.normalize("user_id", " undefined "), Err("blocked value"));
         assert_eq!(c.normalize("user_id", "NULL"), Err("blocked value"));
-        assert_eq!(c.normalize("email", " Li.Lei@Example.COM "), Ok("li.lei@example.com".into()));
+        assert_eq!(
+            c.normalize("email", " Li.Lei@Example.COM "),
+            Ok("li.lei@example.com".into())
+        );
         assert_eq!(c.normalize("email", "nobody"), Err("not an email address"));
         assert_eq!(c.normalize("fax", "1"), Err("unknown identifier type"));
     }
@@ -313,7 +366,10 @@ mod tests {
         assert_eq!(c.normalize("member_id", "demo"), Err("blocked value"));
         assert_eq!(c.normalize("member_id", "testing"), Ok("testing".into()));
         let bad = IdentityConfig::new(
-            vec![IdentifierType { blocked: vec!["(".into()], ..c.types[0].clone() }],
+            vec![IdentifierType {
+                blocked: vec!["(".into()],
+                ..c.types[0].clone()
+            }],
             vec![],
         );
         assert!(matches!(bad, Err(IdentityError::BadPattern { .. })));

@@ -65,7 +65,10 @@ pub struct Identifier {
 impl Identifier {
     /// Builds an identifier from its parts.
     pub fn new(kind: impl Into<String>, value: impl Into<String>) -> Self {
-        Self { kind: kind.into(), value: value.into() }
+        Self {
+            kind: kind.into(),
+            value: value.into(),
+        }
     }
 
     /// Parses `type:value` as typed on a command line.
@@ -138,7 +141,11 @@ impl Message {
         let mut out = serde_json::Map::new();
         out.insert("type".into(), self.kind.as_str().into());
         if let Some(event) = &self.event {
-            let key = if self.kind == MessageKind::Track { "event" } else { "name" };
+            let key = if self.kind == MessageKind::Track {
+                "event"
+            } else {
+                "name"
+            };
             out.insert(key.into(), event.clone().into());
         }
         out.insert("messageId".into(), self.message_id.clone().into());

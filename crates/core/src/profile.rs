@@ -267,11 +267,17 @@ impl ProfileBook {
     fn allocate(&mut self) -> ProfileId {
         self.live += 1;
         if let Some(id) = self.reuse.pop() {
-            self.slots[id as usize] = Slot::Live(Box::new(Profile { id, ..Profile::default() }));
+            self.slots[id as usize] = Slot::Live(Box::new(Profile {
+                id,
+                ..Profile::default()
+            }));
             return id;
         }
         let id = self.slots.len() as ProfileId;
-        self.slots.push(Slot::Live(Box::new(Profile { id, ..Profile::default() })));
+        self.slots.push(Slot::Live(Box::new(Profile {
+            id,
+            ..Profile::default()
+        })));
         id
     }
 
@@ -294,7 +300,10 @@ impl ProfileBook {
                 bump(id);
             }
         }
-        counts[..types].iter().zip(&self.config.types).all(|(n, t)| *n <= t.limit)
+        counts[..types]
+            .iter()
+            .zip(&self.config.types)
+            .all(|(n, t)| *n <= t.limit)
     }
 
     /// Resolves a message to its profile (creating or merging as needed) and folds it in.
@@ -302,8 +311,11 @@ impl ProfileBook {
         let mut ids: Vec<&Identifier> = if self.cut.is_empty() {
             msg.identifiers.iter().collect()
         } else {
-            let linking: Vec<&Identifier> =
-                msg.identifiers.iter().filter(|id| !self.cut.contains(&key(id))).collect();
+            let linking: Vec<&Identifier> = msg
+                .identifiers
+                .iter()
+                .filter(|id| !self.cut.contains(&key(id)))
+                .collect();
             if linking.is_empty() {
                 // Only unlinked identifiers: the message belongs to the first one's own profile.
                 msg.identifiers.iter().take(1).collect()
@@ -386,7 +398,8 @@ impl ProfileBook {
     }
 
     fn merge_into(&mut self, target: ProfileId, other: ProfileId) {
-        let Slot::Live(gone) = std::mem::replace(&mut self.slots[other as usize], Slot::Merged(target))
+        let Slot::Live(gone) =
+            std::mem::replace(&mut self.slots[other as usize], Slot::Merged(target))
         else {
             unreachable!("merging a live profile");
         };
@@ -430,10 +443,15 @@ impl ProfileBook {
         profile: ProfileId,
         identifier: &Identifier,
     ) -> Result<Vec<EventRef>, ProfileError> {
-        let id = self.resolve(profile).ok_or(ProfileError::NoProfile(profile))?;
+        let id = self
+            .resolve(profile)
+            .ok_or(ProfileError::NoProfile(profile))?;
         let p = self.live_ref(id);
         if !p.identifiers.contains(identifier) {
-            return Err(ProfileError::NotLinked { profile: id, identifier: identifier.to_string() });
+            return Err(ProfileError::NotLinked {
+                profile: id,
+                identifier: identifier.to_string(),
+            });
         }
         if p.identifiers.len() == 1 {
             return Err(ProfileError::Single(id));
@@ -493,16 +511,35 @@ fn outranks(new: &TraitValue, old: &TraitValue, priority: &HashMap<SourceId, i32
 
 fn fold(p: &mut Profile, msg: &Message, at: EventRef, priority: &HashMap<SourceId, i32>) {
     let first = p.events.is_empty();
-    let traits = if msg.traits.len() > 2 { msg.traits_map() } else { Default::default() };
+    let traits = if msg.traits.len() > 2 {
+        msg.traits_map()
+    } else {
+        Default::default()
+    };
     for (k, v) in traits {
-        let new = TraitValue { value: v.to_string(), source: msg.source, updated_at: msg.timestamp };
-        let wins = p.traits.get(&k).is_none_or(|old| outranks(&new, old, priority));
+        let new = TraitValue {
+            value: v.to_string(),
+            source: msg.source,
+            updated_at: msg.timestamp,
+        };
+        let wins = p
+            .traits
+            .get(&k)
+            .is_none_or(|old| outranks(&new, old, priority));
         if wins {
             p.traits.insert(k, new);
         }
     }
-    p.first_seen = if first { msg.timestamp } else { p.first_seen.min(msg.timestamp) };
-    p.last_seen = if first { msg.timestamp } else { p.last_seen.max(msg.timestamp) };
+    p.first_seen = if first {
+        msg.timestamp
+    } else {
+        p.first_seen.min(msg.timestamp)
+    };
+    p.last_seen = if first {
+        msg.timestamp
+    } else {
+        p.last_seen.max(msg.timestamp)
+    };
     *p.sources.entry(msg.source).or_default() += 1;
     let entry = (msg.timestamp, at);
     match p.events.last() {

@@ -30,7 +30,10 @@ pub struct FieldError {
 
 impl FieldError {
     fn new(field: &str, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), reason: reason.into() }
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -64,17 +67,24 @@ pub fn parse_message(
     env: &Envelope<'_>,
     config: &IdentityConfig,
 ) -> Result<Parsed, FieldError> {
-    let obj = value.as_object().ok_or_else(|| FieldError::new("", "message must be a JSON object"))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| FieldError::new("", "message must be a JSON object"))?;
     let kind = match obj.get("type") {
         Some(Value::String(t)) => MessageKind::parse(t)
             .ok_or_else(|| FieldError::new("type", format!("unknown message type `{t}`")))?,
         Some(_) => return Err(FieldError::new("type", "must be a string")),
-        None => env.kind.ok_or_else(|| FieldError::new("type", "is required in a batch"))?,
+        None => env
+            .kind
+            .ok_or_else(|| FieldError::new("type", "is required in a batch"))?,
     };
     let user_id = id_field(obj, "userId")?;
     let anonymous_id = id_field(obj, "anonymousId")?;
     if user_id.is_none() && anonymous_id.is_none() {
-        return Err(FieldError::new("userId", "userId or anonymousId is required"));
+        return Err(FieldError::new(
+            "userId",
+            "userId or anonymousId is required",
+        ));
     }
     let previous_id = id_field(obj, "previousId")?;
     let group_id = id_field(obj, "groupId")?;
@@ -165,7 +175,10 @@ pub fn parse_message(
     let message_id = match obj.get("messageId") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
-        None | Some(Value::Null) => format!("h-{:032x}", xxhash_rust::xxh3::xxh3_128(value.to_string().as_bytes())),
+        None | Some(Value::Null) => format!(
+            "h-{:032x}",
+            xxhash_rust::xxh3::xxh3_128(value.to_string().as_bytes())
+        ),
         Some(_) => return Err(FieldError::new("messageId", "must be a string")),
     };
 
@@ -207,13 +220,22 @@ pub fn parse_message(
                     "needs string `id` and `type`",
                 ));
             };
-            let scoped = config.rank(kind).is_some_and(|r| config.type_at(r).scope_trait.is_some());
-            let scope = item.get("collection").and_then(Value::as_str).filter(|_| scoped);
+            let scoped = config
+                .rank(kind)
+                .is_some_and(|r| config.type_at(r).scope_trait.is_some());
+            let scope = item
+                .get("collection")
+                .and_then(Value::as_str)
+                .filter(|_| scoped);
             push(kind, &id, scope);
         }
     }
     for t in &config.types {
-        let scope = t.scope_trait.as_ref().and_then(|k| traits.get(k)).and_then(scalar_text);
+        let scope = t
+            .scope_trait
+            .as_ref()
+            .and_then(|k| traits.get(k))
+            .and_then(scalar_text);
         for key in &t.traits {
             if let Some(raw) = traits.get(key).and_then(scalar_text) {
                 push(&t.name, &raw, scope.as_deref());
@@ -228,7 +250,11 @@ pub fn parse_message(
             .collect::<Vec<_>>()
             .join("; ");
         return Err(FieldError::new(
-            if user_id.is_some() { "userId" } else { "anonymousId" },
+            if user_id.is_some() {
+                "userId"
+            } else {
+                "anonymousId"
+            },
             format!("no usable identifier ({detail})"),
         ));
     }
@@ -314,7 +340,11 @@ mod tests {
     use serde_json::json;
 
     fn env() -> Envelope<'static> {
-        Envelope { source: 1, received_at: 1_700_000_010_000, ..Default::default() }
+        Envelope {
+            source: 1,
+            received_at: 1_700_000_010_000,
+            ..Default::default()
+        }
     }
 
     fn parse(v: Value) -> Result<Parsed, FieldError> {
@@ -336,7 +366,10 @@ mod tests {
         // receivedAt − (sentAt − originalTimestamp) = received − 5 s
         assert_eq!(m.timestamp, 1_700_000_005_000);
         let ids: Vec<String> = m.identifiers.iter().map(ToString::to_string).collect();
-        assert_eq!(ids, ["phone:+8613800001234", "email:a@b.cn", "anonymous_id:a-1"]);
+        assert_eq!(
+            ids,
+            ["phone:+8613800001234", "email:a@b.cn", "anonymous_id:a-1"]
+        );
         assert_eq!(m.event.as_deref(), Some("Product Viewed"));
     }
 
@@ -345,11 +378,23 @@ mod tests {
         let err = |v: Value| parse(v).expect_err("should fail").field;
         assert_eq!(err(json!({"type": "track", "event": "x"})), "userId");
         assert_eq!(err(json!({"type": "track", "userId": "u"})), "event");
-        assert_eq!(err(json!({"type": "track", "event": "x", "userId": {"a": 1}})), "userId");
-        assert_eq!(err(json!({"type": "identify", "userId": "u", "timestamp": "soon"})), "timestamp");
-        assert_eq!(err(json!({"type": "identify", "userId": "u", "traits": [1]})), "traits");
+        assert_eq!(
+            err(json!({"type": "track", "event": "x", "userId": {"a": 1}})),
+            "userId"
+        );
+        assert_eq!(
+            err(json!({"type": "identify", "userId": "u", "timestamp": "soon"})),
+            "timestamp"
+        );
+        assert_eq!(
+            err(json!({"type": "identify", "userId": "u", "traits": [1]})),
+            "traits"
+        );
         assert_eq!(err(json!({"type": "yell", "userId": "u"})), "type");
-        assert_eq!(err(json!({"type": "identify", "userId": "undefined"})), "userId");
+        assert_eq!(
+            err(json!({"type": "identify", "userId": "undefined"})),
+            "userId"
+        );
         assert_eq!(err(json!({"type": "alias", "userId": "u"})), "previousId");
     }
 
@@ -361,8 +406,20 @@ mod tests {
             "context": {"externalIds": [{"id": "oY2", "type": "wechat_openid", "collection": "wxB"}]}
         }))
         .expect("valid");
-        let ids: Vec<String> = p.message.identifiers.iter().map(ToString::to_string).collect();
-        assert_eq!(ids, ["user_id:u1", "wechat_openid:wxA:oX1", "wechat_openid:wxB:oY2"]);
+        let ids: Vec<String> = p
+            .message
+            .identifiers
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "user_id:u1",
+                "wechat_openid:wxA:oX1",
+                "wechat_openid:wxB:oY2"
+            ]
+        );
     }
 
     #[test]
@@ -374,11 +431,16 @@ mod tests {
         .expect("valid")
         .message;
         assert_eq!(g.traits, "{}");
-        assert_eq!(g.identifiers.len(), 1, "the group's email is not the person's identifier");
+        assert_eq!(
+            g.identifiers.len(),
+            1,
+            "the group's email is not the person's identifier"
+        );
         assert_eq!(g.properties_map()["group_traits"]["name"], "Acme Inc");
-        let p = parse(json!({"type": "page", "userId": "a", "name": "Checkout", "category": "Shop"}))
-            .expect("valid")
-            .message;
+        let p =
+            parse(json!({"type": "page", "userId": "a", "name": "Checkout", "category": "Shop"}))
+                .expect("valid")
+                .message;
         assert_eq!(p.properties_map()["category"], "Shop");
     }
 

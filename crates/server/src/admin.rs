@@ -43,7 +43,10 @@ pub async fn add_source(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: NewSource = parse_body(&body)?;
     let kind = SourceKind::parse(&req.kind)?;
-    let source = app.engine.sources_mut().add(&req.name, kind, req.write_key.as_deref())?;
+    let source = app
+        .engine
+        .sources_mut()
+        .add(&req.name, kind, req.write_key.as_deref())?;
     Ok((StatusCode::CREATED, Json(json!(source))))
 }
 
@@ -62,14 +65,20 @@ pub async fn patch_source(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let req: SourcePatch = parse_body(&body)?;
-    let source = app.engine.sources_mut().set_priority(&name, req.priority).map_err(not_found)?;
+    let source = app
+        .engine
+        .sources_mut()
+        .set_priority(&name, req.priority)
+        .map_err(not_found)?;
     app.engine.sync_priorities();
     Ok(Json(json!(source)))
 }
 
 fn not_found(e: portrait_store::StoreError) -> ApiError {
     match e {
-        portrait_store::StoreError::Source(m) if m.starts_with("no source") => ApiError::NotFound(m),
+        portrait_store::StoreError::Source(m) if m.starts_with("no source") => {
+            ApiError::NotFound(m)
+        }
         other => other.into(),
     }
 }
@@ -79,8 +88,15 @@ pub async fn add_key(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let key = app.engine.sources_mut().add_key(&name, None).map_err(not_found)?;
-    Ok((StatusCode::CREATED, Json(json!({ "source": name, "write_key": key }))))
+    let key = app
+        .engine
+        .sources_mut()
+        .add_key(&name, None)
+        .map_err(not_found)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "source": name, "write_key": key })),
+    ))
 }
 
 /// `GET /api/v1/stats`.
@@ -106,7 +122,10 @@ pub async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
 
 fn profile_value(app: &App, id: ProfileId) -> Result<Value, ApiError> {
     let state = app.engine.state();
-    let p = state.book.get(id).ok_or_else(|| ApiError::NotFound(format!("no profile {id}")))?;
+    let p = state
+        .book
+        .get(id)
+        .ok_or_else(|| ApiError::NotFound(format!("no profile {id}")))?;
     Ok(profile_json(p, &app.engine.sources()))
 }
 
@@ -128,14 +147,17 @@ fn identifier(app: &App, kind: &str, value: &str) -> Result<Identifier, ApiError
             known.join(", ")
         )));
     }
-    config.normalize(kind, value).map(|v| Identifier::new(kind, v)).or_else(|reason| {
-        // Scoped values (`appid:openid`) and already-normalised values pass as typed.
-        if value.contains(':') {
-            Ok(Identifier::new(kind, value))
-        } else {
-            Err(ApiError::BadRequest(format!("{kind} `{value}`: {reason}")))
-        }
-    })
+    config
+        .normalize(kind, value)
+        .map(|v| Identifier::new(kind, v))
+        .or_else(|reason| {
+            // Scoped values (`appid:openid`) and already-normalised values pass as typed.
+            if value.contains(':') {
+                Ok(Identifier::new(kind, value))
+            } else {
+                Err(ApiError::BadRequest(format!("{kind} `{value}`: {reason}")))
+            }
+        })
 }
 
 /// `GET /api/v1/profiles/by-identifier/{type}/{value}`.
@@ -175,7 +197,10 @@ pub async fn events(
         .timeline(id, skip, limit)?
         .ok_or_else(|| ApiError::NotFound(format!("no profile {id}")))?;
     let sources = app.engine.sources();
-    let items: Vec<Value> = events.iter().map(|(_, m)| m.to_json(sources.name(m.source))).collect();
+    let items: Vec<Value> = events
+        .iter()
+        .map(|(_, m)| m.to_json(sources.name(m.source)))
+        .collect();
     Ok(Json(json!({
         "profile": app.engine.state().book.resolve(id),
         "events": items,
@@ -189,8 +214,13 @@ pub async fn merges(
     Path(id): Path<ProfileId>,
 ) -> Result<Json<Value>, ApiError> {
     let state = app.engine.state();
-    let p = state.book.get(id).ok_or_else(|| ApiError::NotFound(format!("no profile {id}")))?;
-    Ok(Json(json!({"profile": p.id, "merges": merges_json(&p.history, &app.engine.sources())})))
+    let p = state
+        .book
+        .get(id)
+        .ok_or_else(|| ApiError::NotFound(format!("no profile {id}")))?;
+    Ok(Json(
+        json!({"profile": p.id, "merges": merges_json(&p.history, &app.engine.sources())}),
+    ))
 }
 
 /// Body of the unmerge call.
@@ -216,8 +246,10 @@ pub async fn unmerge(
     let parts = tokio::task::spawn_blocking(move || engine.engine.unmerge(id, ident))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let profiles: Vec<Value> =
-        parts.iter().filter_map(|p| profile_value(&app, *p).ok()).collect();
+    let profiles: Vec<Value> = parts
+        .iter()
+        .filter_map(|p| profile_value(&app, *p).ok())
+        .collect();
     Ok(Json(json!({ "profiles": profiles })))
 }
 
@@ -238,23 +270,32 @@ pub async fn import(
         .map(|s| s.id)
         .ok_or_else(|| ApiError::NotFound(format!("no source named `{name}`")))?;
     let (mut mapping, mut file, mut file_name) = (None, None, None);
-    while let Some(field) =
-        form.next_field().await.map_err(|e| ApiError::BadRequest(format!("bad upload: {e}")))?
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("bad upload: {e}")))?
     {
         let part = field.name().unwrap_or_default().to_string();
         let fname = field.file_name().map(str::to_string);
-        let bytes =
-            field.bytes().await.map_err(|e| ApiError::BadRequest(format!("bad upload: {e}")))?;
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("bad upload: {e}")))?;
         match part.as_str() {
             "mapping" => mapping = Some(String::from_utf8_lossy(&bytes).to_string()),
             "file" => {
                 file = Some(bytes.to_vec());
                 file_name = fname;
             }
-            other => return Err(ApiError::BadRequest(format!("unexpected part `{other}`; send `mapping` and `file`"))),
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unexpected part `{other}`; send `mapping` and `file`"
+                )))
+            }
         }
     }
-    let mapping = mapping.ok_or_else(|| ApiError::BadRequest("missing the `mapping` part".into()))?;
+    let mapping =
+        mapping.ok_or_else(|| ApiError::BadRequest("missing the `mapping` part".into()))?;
     let file = file.ok_or_else(|| ApiError::BadRequest("missing the `file` part".into()))?;
     let mapping = Mapping::from_yaml(&mapping).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let format = mapping

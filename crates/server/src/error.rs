@@ -91,7 +91,9 @@ impl IntoResponse for ApiError {
                 body["index"] = json!(index);
                 body["field"] = json!(field);
             }
-            Self::TooLarge { index: Some(index), .. } => body["index"] = json!(index),
+            Self::TooLarge {
+                index: Some(index), ..
+            } => body["index"] = json!(index),
             _ => {}
         }
         if status.is_server_error() {
@@ -99,7 +101,9 @@ impl IntoResponse for ApiError {
         }
         let mut response = (status, axum::Json(body)).into_response();
         if matches!(self, Self::Busy) {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

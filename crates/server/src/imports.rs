@@ -64,7 +64,9 @@ pub fn run_import(
             Err(reject) => {
                 summary.rejected += 1;
                 if summary.first_rejects.len() < FIRST_REJECTS {
-                    summary.first_rejects.push((reject.line, reject.reason.clone()));
+                    summary
+                        .first_rejects
+                        .push((reject.line, reject.reason.clone()));
                 }
                 rejects.write(&reject)?;
             }

@@ -35,7 +35,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { message_bytes: 32 * 1024, batch_bytes: 500 * 1024 }
+        Self {
+            message_bytes: 32 * 1024,
+            batch_bytes: 500 * 1024,
+        }
     }
 }
 
@@ -57,7 +60,9 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         message: format!("request body exceeds the {limit}-byte limit"),
         index: None,
     };
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+    let raw = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
     let gzip_header = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -78,10 +83,18 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
 
 fn basic_key(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
-    Some(text.split_once(':').map_or(text.as_str(), |(k, _)| k).to_string())
+    Some(
+        text.split_once(':')
+            .map_or(text.as_str(), |(k, _)| k)
+            .to_string(),
+    )
 }
 
 fn json_error(e: serde_json::Error) -> ApiError {
@@ -141,17 +154,24 @@ pub async fn single(
     let value: Value = serde_json::from_slice(&bytes).map_err(json_error)?;
     let body_key = value.get("writeKey").and_then(Value::as_str);
     let source = authenticate(&app, &headers, body_key)?;
-    let env = Envelope { source, received_at: time::now(), kind: Some(kind), ..Default::default() };
+    let env = Envelope {
+        source,
+        received_at: time::now(),
+        kind: Some(kind),
+        ..Default::default()
+    };
     let message = parse_one(&app, &value, &env, 0)?;
     commit(&app, vec![message]).await
 }
 
 fn authenticate(app: &App, headers: &HeaderMap, body_key: Option<&str>) -> Result<u32, ApiError> {
-    let key = basic_key(headers).or_else(|| body_key.map(str::to_string)).ok_or_else(|| {
-        ApiError::Unauthorized(
-            "missing write key: send HTTP Basic auth with the write key as user name".into(),
-        )
-    })?;
+    let key = basic_key(headers)
+        .or_else(|| body_key.map(str::to_string))
+        .ok_or_else(|| {
+            ApiError::Unauthorized(
+                "missing write key: send HTTP Basic auth with the write key as user name".into(),
+            )
+        })?;
     app.engine
         .sources()
         .by_key(&key)
@@ -159,10 +179,19 @@ fn authenticate(app: &App, headers: &HeaderMap, body_key: Option<&str>) -> Resul
         .ok_or_else(|| ApiError::Unauthorized("unknown write key".into()))
 }
 
-fn parse_one(app: &App, value: &Value, env: &Envelope<'_>, index: usize) -> Result<Message, ApiError> {
+fn parse_one(
+    app: &App,
+    value: &Value,
+    env: &Envelope<'_>,
+    index: usize,
+) -> Result<Message, ApiError> {
     parse_message(value, env, app.engine.identity())
         .map(|p| p.message)
-        .map_err(|e| ApiError::InvalidMessage { index, field: e.field, reason: e.reason })
+        .map_err(|e| ApiError::InvalidMessage {
+            index,
+            field: e.field,
+            reason: e.reason,
+        })
 }
 
 async fn commit(app: &App, messages: Vec<Message>) -> Result<Json<Value>, ApiError> {
@@ -170,7 +199,9 @@ async fn commit(app: &App, messages: Vec<Message>) -> Result<Json<Value>, ApiErr
     app.engine.submit(messages, move |r| {
         let _ = tx.send(r);
     })?;
-    let report = rx.await.map_err(|_| ApiError::Internal("the engine stopped".into()))??;
+    let report = rx
+        .await
+        .map_err(|_| ApiError::Internal("the engine stopped".into()))??;
     Ok(Json(json!({
         "success": true,
         "accepted": report.accepted,

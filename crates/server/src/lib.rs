@@ -89,7 +89,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/profiles/{id}/events", get(admin::events))
         .route("/profiles/{id}/merges", get(admin::merges))
         .route("/profiles/{id}/unmerge", post(admin::unmerge))
-        .route("/profiles/by-identifier/{kind}/{value}", get(admin::by_identifier))
+        .route(
+            "/profiles/by-identifier/{kind}/{value}",
+            get(admin::by_identifier),
+        )
         .layer(middleware::from_fn_with_state(app.clone(), require_admin));
     Router::new()
         .route("/v1/batch", post(ingest::batch))
@@ -107,5 +110,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -80,7 +80,11 @@ pub struct Stats {
 #[derive(Debug, Serialize, Deserialize)]
 enum LogRecord {
     Message(Box<Message>),
-    Unmerge { profile: ProfileId, identifier: Identifier, at: i64 },
+    Unmerge {
+        profile: ProfileId,
+        identifier: Identifier,
+        at: i64,
+    },
 }
 
 /// Borrowed twin of [`LogRecord`] for encoding without copies (same variant order).
@@ -88,7 +92,11 @@ enum LogRecord {
 enum LogRecordRef<'a> {
     Message(&'a Message),
     #[allow(dead_code)]
-    Unmerge { profile: ProfileId, identifier: &'a Identifier, at: i64 },
+    Unmerge {
+        profile: ProfileId,
+        identifier: &'a Identifier,
+        at: i64,
+    },
 }
 
 type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;
@@ -158,11 +166,15 @@ pub fn load_identity(dir: &Path) -> Result<IdentityConfig> {
     let path = dir.join("identity.yaml");
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let mut config: IdentityConfig = serde_yaml::from_str(&text)
-                .map_err(|e| StoreError::Config { path: path.clone(), reason: e.to_string() })?;
-            config
-                .compile()
-                .map_err(|e| StoreError::Config { path: path.clone(), reason: e.to_string() })?;
+            let mut config: IdentityConfig =
+                serde_yaml::from_str(&text).map_err(|e| StoreError::Config {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            config.compile().map_err(|e| StoreError::Config {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
             Ok(config)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(IdentityConfig::default()),
@@ -175,7 +187,8 @@ pub fn lock_dir(dir: &Path) -> Result<File> {
     std::fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
     let path = dir.join("LOCK");
     let file = File::create(&path).map_err(StoreError::io(&path))?;
-    file.try_lock().map_err(|_| StoreError::Locked(dir.to_path_buf()))?;
+    file.try_lock()
+        .map_err(|_| StoreError::Locked(dir.to_path_buf()))?;
     Ok(file)
 }
 
@@ -191,28 +204,47 @@ impl Engine {
         let sources = SourceRegistry::open(dir)?;
         let (wal, cut) = Wal::open(&dir.join("log"), options.segment_bytes)?;
         if cut > 0 {
-            tracing::warn!(bytes = cut, "log had a torn tail from a crash; unacknowledged bytes dropped");
+            tracing::warn!(
+                bytes = cut,
+                "log had a torn tail from a crash; unacknowledged bytes dropped"
+            );
         }
         let started = Instant::now();
         let snap_path = dir.join("snapshot.bin");
         let (mut state, mut dedup, from) = match std::fs::read(&snap_path) {
             Ok(bytes) => {
-                let snap: SnapshotOwned = bincode::deserialize(&bytes).map_err(|e| {
-                    StoreError::Corrupt { path: snap_path.clone(), reason: e.to_string() }
-                })?;
+                let snap: SnapshotOwned =
+                    bincode::deserialize(&bytes).map_err(|e| StoreError::Corrupt {
+                        path: snap_path.clone(),
+                        reason: e.to_string(),
+                    })?;
                 if snap.version != SNAPSHOT_VERSION || snap.log_end > wal.end() {
                     return Err(StoreError::Corrupt {
                         path: snap_path,
-                        reason: "snapshot does not match the log; delete it to rebuild from the log".into(),
+                        reason:
+                            "snapshot does not match the log; delete it to rebuild from the log"
+                                .into(),
                     });
                 }
                 let mut book = snap.book;
                 book.set_config(config.clone());
-                (State { book, stats: snap.stats }, snap.dedup, snap.log_end)
+                (
+                    State {
+                        book,
+                        stats: snap.stats,
+                    },
+                    snap.dedup,
+                    snap.log_end,
+                )
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                (State { book: ProfileBook::new(config.clone()), stats: Stats::default() }, KeySet::default(), 0)
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+                State {
+                    book: ProfileBook::new(config.clone()),
+                    stats: Stats::default(),
+                },
+                KeySet::default(),
+                0,
+            ),
             Err(e) => return Err(StoreError::io(&snap_path)(e)),
         };
         for s in sources.list() {
@@ -222,17 +254,22 @@ impl Engine {
         let mut replayed = 0u64;
         wal.replay(from, |offset, payload| {
             replayed += 1;
-            let record: LogRecord = bincode::deserialize(payload).map_err(|e| StoreError::Corrupt {
-                path: dir.join("log"),
-                reason: format!("record at {offset}: {e}"),
-            })?;
+            let record: LogRecord =
+                bincode::deserialize(payload).map_err(|e| StoreError::Corrupt {
+                    path: dir.join("log"),
+                    reason: format!("record at {offset}: {e}"),
+                })?;
             match record {
                 LogRecord::Message(m) => {
                     let m = *m;
                     dedup.insert(dedup_key(m.source, &m.message_id));
                     apply_message(&mut state, &m, offset);
                 }
-                LogRecord::Unmerge { profile, identifier, at } => {
+                LogRecord::Unmerge {
+                    profile,
+                    identifier,
+                    at,
+                } => {
                     apply_unmerge(&mut state, &reader, profile, &identifier, at)?;
                 }
             }
@@ -360,8 +397,16 @@ impl Engine {
     ) -> Result<Option<(Located, bool)>> {
         let refs: Vec<u64> = {
             let state = self.state.read();
-            let Some(p) = state.book.get(profile) else { return Ok(None) };
-            p.events.iter().rev().skip(skip).take(limit + 1).map(|(_, r)| *r).collect()
+            let Some(p) = state.book.get(profile) else {
+                return Ok(None);
+            };
+            p.events
+                .iter()
+                .rev()
+                .skip(skip)
+                .take(limit + 1)
+                .map(|(_, r)| *r)
+                .collect()
         };
         let more = refs.len() > limit;
         let events = refs
@@ -398,9 +443,11 @@ impl Engine {
                 }
                 Err(e) => return Err(e),
             };
-            let record = bincode::deserialize::<LogRecord>(&payload).map_err(|e| {
-                StoreError::Corrupt { path: self.dir.join("log"), reason: format!("record at {at}: {e}") }
-            })?;
+            let record =
+                bincode::deserialize::<LogRecord>(&payload).map_err(|e| StoreError::Corrupt {
+                    path: self.dir.join("log"),
+                    reason: format!("record at {at}: {e}"),
+                })?;
             let visited = at;
             // Records are contiguous across segments: header (len u32, crc u32) + payload.
             at += 8 + payload.len() as u64;
@@ -460,7 +507,10 @@ fn apply_unmerge(
     parts.dedup();
     state.book.finish_unmerge(profile, identifier, &parts, at);
     state.stats.unmerges += 1;
-    let mut live: Vec<ProfileId> = parts.iter().filter_map(|p| state.book.resolve(*p)).collect();
+    let mut live: Vec<ProfileId> = parts
+        .iter()
+        .filter_map(|p| state.book.resolve(*p))
+        .collect();
     live.sort_unstable();
     live.dedup();
     Ok(live)
@@ -531,7 +581,11 @@ impl Committer {
         }
     }
 
-    fn commit_messages(&mut self, batches: Vec<(Vec<Message>, Reply<IngestReport>)>, buf: &mut Vec<u8>) {
+    fn commit_messages(
+        &mut self,
+        batches: Vec<(Vec<Message>, Reply<IngestReport>)>,
+        buf: &mut Vec<u8>,
+    ) {
         let mut staged: Vec<Staged> = Vec::new();
         let mut new_keys = Vec::new();
         let mut failed: Option<StoreError> = None;
@@ -550,7 +604,10 @@ impl Committer {
                 new_keys.push(key);
                 buf.clear();
                 if let Err(e) = bincode::serialize_into(&mut *buf, &LogRecordRef::Message(&m)) {
-                    failed = Some(StoreError::Corrupt { path: self.dir.clone(), reason: e.to_string() });
+                    failed = Some(StoreError::Corrupt {
+                        path: self.dir.clone(),
+                        reason: e.to_string(),
+                    });
                     break;
                 }
                 match self.wal.append(buf) {
@@ -574,7 +631,10 @@ impl Committer {
             }
             let reason = e.to_string();
             for (_, _, reply) in staged {
-                reply(Err(StoreError::Corrupt { path: self.dir.join("log"), reason: reason.clone() }));
+                reply(Err(StoreError::Corrupt {
+                    path: self.dir.join("log"),
+                    reason: reason.clone(),
+                }));
             }
             return;
         }
@@ -603,7 +663,10 @@ impl Committer {
         {
             // Validate before logging so a refused unmerge leaves no record.
             let state = self.state.read();
-            let p = state.book.resolve(profile).and_then(|id| state.book.get(id));
+            let p = state
+                .book
+                .resolve(profile)
+                .and_then(|id| state.book.get(id));
             let p = p.ok_or(portrait_core::profile::ProfileError::NoProfile(profile))?;
             if !p.identifiers.contains(&identifier) {
                 return Err(portrait_core::profile::ProfileError::NotLinked {
@@ -621,9 +684,16 @@ impl Committer {
         buf.clear();
         bincode::serialize_into(
             &mut *buf,
-            &LogRecordRef::Unmerge { profile, identifier: &identifier, at },
+            &LogRecordRef::Unmerge {
+                profile,
+                identifier: &identifier,
+                at,
+            },
         )
-        .map_err(|e| StoreError::Corrupt { path: self.dir.clone(), reason: e.to_string() })?;
+        .map_err(|e| StoreError::Corrupt {
+            path: self.dir.clone(),
+            reason: e.to_string(),
+        })?;
         self.wal.append(buf)?;
         self.wal.sync()?;
         self.since_snapshot += 1;
@@ -642,12 +712,18 @@ impl Committer {
             stats: &state.stats,
             dedup: &self.dedup,
         };
-        let bytes = bincode::serialize(&snap)
-            .map_err(|e| StoreError::Corrupt { path: self.dir.clone(), reason: e.to_string() })?;
+        let bytes = bincode::serialize(&snap).map_err(|e| StoreError::Corrupt {
+            path: self.dir.clone(),
+            reason: e.to_string(),
+        })?;
         drop(state);
         write_atomic(&self.dir.join("snapshot.bin"), &bytes)?;
         self.since_snapshot = 0;
-        tracing::info!(bytes = bytes.len(), ms = started.elapsed().as_millis() as u64, "snapshot written");
+        tracing::info!(
+            bytes = bytes.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot written"
+        );
         Ok(())
     }
 }

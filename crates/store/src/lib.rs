@@ -13,7 +13,6 @@ pub mod sources;
 pub mod views;
 pub mod wal;
 
-
 pub use engine::{Engine, EngineOptions, IngestReport, State, Stats};
 pub use error::StoreError;
 pub use sources::{Source, SourceKind, SourceRegistry};

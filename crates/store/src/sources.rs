@@ -34,8 +34,17 @@ pub enum SourceKind {
 
 impl SourceKind {
     /// All kinds, for help texts.
-    pub const ALL: &'static [&'static str] =
-        &["crm", "wechat", "ecommerce", "pos", "app", "web", "ma", "service", "other"];
+    pub const ALL: &'static [&'static str] = &[
+        "crm",
+        "wechat",
+        "ecommerce",
+        "pos",
+        "app",
+        "web",
+        "ma",
+        "service",
+        "other",
+    ];
 
     /// Parses a kind name.
     pub fn parse(text: &str) -> Result<Self> {
@@ -87,13 +96,20 @@ impl SourceRegistry {
         let sources = match std::fs::read(&path) {
             Ok(bytes) => {
                 serde_json::from_slice::<OnDisk>(&bytes)
-                    .map_err(|e| StoreError::Corrupt { path: path.clone(), reason: e.to_string() })?
+                    .map_err(|e| StoreError::Corrupt {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?
                     .sources
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(StoreError::io(&path)(e)),
         };
-        let mut reg = Self { path, sources, by_key: HashMap::new() };
+        let mut reg = Self {
+            path,
+            sources,
+            by_key: HashMap::new(),
+        };
         reg.reindex();
         Ok(reg)
     }
@@ -136,14 +152,18 @@ impl SourceRegistry {
     pub fn add(&mut self, name: &str, kind: SourceKind, write_key: Option<&str>) -> Result<Source> {
         let valid = !name.is_empty()
             && name.len() <= 64
-            && name.chars().all(|c| c.is_alphanumeric() || "_-.".contains(c));
+            && name
+                .chars()
+                .all(|c| c.is_alphanumeric() || "_-.".contains(c));
         if !valid {
             return Err(StoreError::Source(format!(
                 "source name `{name}` must be 1-64 letters, digits, `_`, `-` or `.`"
             )));
         }
         if self.by_name(name).is_some() {
-            return Err(StoreError::Source(format!("source `{name}` already exists")));
+            return Err(StoreError::Source(format!(
+                "source `{name}` already exists"
+            )));
         }
         let key = self.new_key(write_key)?;
         let id = self.sources.iter().map(|s| s.id + 1).max().unwrap_or(1);
@@ -197,14 +217,18 @@ impl SourceRegistry {
             None => format!("wk_{:032x}", rand::random::<u128>()),
         };
         if self.by_key.contains_key(&key) {
-            return Err(StoreError::Source("that write key is already in use".into()));
+            return Err(StoreError::Source(
+                "that write key is already in use".into(),
+            ));
         }
         Ok(key)
     }
 
     fn save(&mut self) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(&OnDisk { sources: self.sources.clone() })
-            .map_err(|e| StoreError::Source(e.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(&OnDisk {
+            sources: self.sources.clone(),
+        })
+        .map_err(|e| StoreError::Source(e.to_string()))?;
         write_atomic(&self.path, &bytes)?;
         self.reindex();
         Ok(())
@@ -235,16 +259,23 @@ mod tests {
     fn add_persist_and_find_by_key() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut reg = SourceRegistry::open(dir.path()).expect("open");
-        let crm = reg.add("crm", SourceKind::Crm, Some("crm-key-123")).expect("add");
+        let crm = reg
+            .add("crm", SourceKind::Crm, Some("crm-key-123"))
+            .expect("add");
         let app = reg.add("app", SourceKind::App, None).expect("add");
         assert!(app.write_keys[0].starts_with("wk_"));
         assert!(reg.add("crm", SourceKind::Crm, None).is_err());
-        assert!(reg.add("pos", SourceKind::Pos, Some("crm-key-123")).is_err());
+        assert!(reg
+            .add("pos", SourceKind::Pos, Some("crm-key-123"))
+            .is_err());
         assert!(reg.add("bad name", SourceKind::Pos, None).is_err());
         let again = SourceRegistry::open(dir.path()).expect("reopen");
         assert_eq!(again.by_key("crm-key-123").map(|s| s.id), Some(crm.id));
         assert_eq!(again.list().len(), 2);
         assert!(SourceKind::parse("tv").is_err());
-        assert_eq!(SourceKind::parse("WeChat").expect("kind"), SourceKind::Wechat);
+        assert_eq!(
+            SourceKind::parse("WeChat").expect("kind"),
+            SourceKind::Wechat
+        );
     }
 }

@@ -21,8 +21,11 @@ pub fn profile_json(p: &Profile, sources: &SourceRegistry) -> Value {
             (k.clone(), shown)
         })
         .collect();
-    let per_source: Map<String, Value> =
-        p.sources.iter().map(|(s, n)| (sources.name(*s).to_string(), json!(n))).collect();
+    let per_source: Map<String, Value> = p
+        .sources
+        .iter()
+        .map(|(s, n)| (sources.name(*s).to_string(), json!(n)))
+        .collect();
     json!({
         "id": p.id,
         "identifiers": p.identifiers,

@@ -56,7 +56,10 @@ impl Wal {
             let entry = entry.map_err(StoreError::io(dir))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if let Some(base) = name.strip_suffix(".log").and_then(|b| b.parse::<u64>().ok()) {
+            if let Some(base) = name
+                .strip_suffix(".log")
+                .and_then(|b| b.parse::<u64>().ok())
+            {
                 bases.push(base);
             }
         }
@@ -109,9 +112,13 @@ impl Wal {
 
     /// Appends a record (buffered; call [`Wal::sync`] before acknowledging). Returns its offset.
     pub fn append(&mut self, payload: &[u8]) -> Result<u64> {
-        let len = u32::try_from(payload.len()).ok().filter(|l| *l <= MAX_RECORD).ok_or_else(|| {
-            StoreError::Corrupt { path: self.dir.clone(), reason: "record too large".into() }
-        })?;
+        let len = u32::try_from(payload.len())
+            .ok()
+            .filter(|l| *l <= MAX_RECORD)
+            .ok_or_else(|| StoreError::Corrupt {
+                path: self.dir.clone(),
+                reason: "record too large".into(),
+            })?;
         if self.active_len > 0 && self.active_len + HEADER + len as u64 > self.segment_bytes {
             self.roll()?;
         }
@@ -119,8 +126,10 @@ impl Wal {
         let crc = crc32fast::hash(payload);
         let path = segment_path(&self.dir, self.active_base);
         let w = &mut self.active;
-        w.write_all(&len.to_le_bytes()).map_err(StoreError::io(&path))?;
-        w.write_all(&crc.to_le_bytes()).map_err(StoreError::io(&path))?;
+        w.write_all(&len.to_le_bytes())
+            .map_err(StoreError::io(&path))?;
+        w.write_all(&crc.to_le_bytes())
+            .map_err(StoreError::io(&path))?;
         w.write_all(payload).map_err(StoreError::io(&path))?;
         self.active_len += HEADER + len as u64;
         Ok(at)
@@ -130,7 +139,10 @@ impl Wal {
     pub fn sync(&mut self) -> Result<()> {
         let path = segment_path(&self.dir, self.active_base);
         self.active.flush().map_err(StoreError::io(&path))?;
-        self.active.get_ref().sync_data().map_err(StoreError::io(&path))
+        self.active
+            .get_ref()
+            .sync_data()
+            .map_err(StoreError::io(&path))
     }
 
     fn roll(&mut self) -> Result<()> {
@@ -192,12 +204,17 @@ impl LogReader {
         let path = segment_path(&self.dir, base);
         let file = self.file(base)?;
         let mut header = [0u8; HEADER as usize];
-        file.read_exact_at(&mut header, offset - base).map_err(StoreError::io(&path))?;
+        file.read_exact_at(&mut header, offset - base)
+            .map_err(StoreError::io(&path))?;
         let (len, crc) = decode_header(&header);
         let mut payload = vec![0u8; len as usize];
-        file.read_exact_at(&mut payload, offset - base + HEADER).map_err(StoreError::io(&path))?;
+        file.read_exact_at(&mut payload, offset - base + HEADER)
+            .map_err(StoreError::io(&path))?;
         if len > MAX_RECORD || crc32fast::hash(&payload) != crc {
-            return Err(StoreError::Corrupt { path, reason: format!("bad record at {offset}") });
+            return Err(StoreError::Corrupt {
+                path,
+                reason: format!("bad record at {offset}"),
+            });
         }
         Ok(payload)
     }
@@ -212,10 +229,15 @@ impl Wal {
                 continue;
             }
             let path = segment_path(&self.dir, base);
-            let limit = if base == self.active_base { self.active_len } else { u64::MAX };
+            let limit = if base == self.active_base {
+                self.active_len
+            } else {
+                u64::MAX
+            };
             let mut file = File::open(&path).map_err(StoreError::io(&path))?;
             let mut pos = from.saturating_sub(base);
-            file.seek(SeekFrom::Start(pos)).map_err(StoreError::io(&path))?;
+            file.seek(SeekFrom::Start(pos))
+                .map_err(StoreError::io(&path))?;
             let mut r = BufReader::with_capacity(1 << 20, file);
             let mut payload = Vec::new();
             while pos < limit {
@@ -227,12 +249,18 @@ impl Wal {
                 }
                 let (len, crc) = decode_header(&header);
                 if len > MAX_RECORD {
-                    return Err(StoreError::Corrupt { path, reason: format!("bad length at {}", base + pos) });
+                    return Err(StoreError::Corrupt {
+                        path,
+                        reason: format!("bad length at {}", base + pos),
+                    });
                 }
                 payload.resize(len as usize, 0);
                 r.read_exact(&mut payload).map_err(StoreError::io(&path))?;
                 if crc32fast::hash(&payload) != crc {
-                    return Err(StoreError::Corrupt { path, reason: format!("bad checksum at {}", base + pos) });
+                    return Err(StoreError::Corrupt {
+                        path,
+                        reason: format!("bad checksum at {}", base + pos),
+                    });
                 }
                 f(base + pos, &payload)?;
                 pos += HEADER + len as u64;
@@ -250,7 +278,8 @@ fn decode_header(h: &[u8; 8]) -> (u32, u32) {
 
 /// Length of the valid prefix of a segment.
 fn scan_valid(file: &mut File, path: &Path) -> Result<u64> {
-    file.seek(SeekFrom::Start(0)).map_err(StoreError::io(path))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(StoreError::io(path))?;
     let mut r = BufReader::with_capacity(1 << 20, &*file);
     let mut pos = 0u64;
     let mut payload = Vec::new();
@@ -279,8 +308,12 @@ mod tests {
     fn append_read_replay_and_roll() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut wal, _) = Wal::open(dir.path(), 64).expect("open");
-        let offsets: Vec<u64> =
-            (0..20).map(|i| wal.append(format!("record {i}").as_bytes()).expect("append")).collect();
+        let offsets: Vec<u64> = (0..20)
+            .map(|i| {
+                wal.append(format!("record {i}").as_bytes())
+                    .expect("append")
+            })
+            .collect();
         wal.sync().expect("sync");
         assert!(wal.bases.len() > 1, "rolled into several segments");
         assert_eq!(wal.read(offsets[7]).expect("read"), b"record 7");
@@ -307,8 +340,12 @@ mod tests {
         let end = wal.end();
         drop(wal);
         let path = segment_path(dir.path(), 0);
-        let mut f = OpenOptions::new().append(true).open(&path).expect("open seg");
-        f.write_all(&[50, 0, 0, 0, 1, 2, 3, 4, b'x']).expect("write torn");
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open seg");
+        f.write_all(&[50, 0, 0, 0, 1, 2, 3, 4, b'x'])
+            .expect("write torn");
         drop(f);
         let (mut wal, cut) = Wal::open(dir.path(), 1 << 20).expect("reopen");
         assert_eq!(cut, 9);

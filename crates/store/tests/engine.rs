@@ -6,18 +6,28 @@ use portrait_store::{Engine, EngineOptions};
 use serde_json::{json, Value};
 
 fn msg(v: Value) -> Message {
-    let env = Envelope { source: 1, received_at: 1_700_000_000_000, ..Default::default() };
-    parse_message(&v, &env, &IdentityConfig::default()).expect("valid message").message
+    let env = Envelope {
+        source: 1,
+        received_at: 1_700_000_000_000,
+        ..Default::default()
+    };
+    parse_message(&v, &env, &IdentityConfig::default())
+        .expect("valid message")
+        .message
 }
 
 fn identify(mid: &str, user: &str, traits: Value) -> Message {
-    msg(json!({"type": "identify", "messageId": mid, "userId": user, "traits": traits,
-               "timestamp": "2024-01-01T00:00:00Z"}))
+    msg(
+        json!({"type": "identify", "messageId": mid, "userId": user, "traits": traits,
+               "timestamp": "2024-01-01T00:00:00Z"}),
+    )
 }
 
 fn track(mid: &str, anon: &str, event: &str, ts: &str) -> Message {
-    msg(json!({"type": "track", "messageId": mid, "anonymousId": anon, "event": event,
-               "timestamp": ts}))
+    msg(
+        json!({"type": "track", "messageId": mid, "anonymousId": anon, "event": event,
+               "timestamp": ts}),
+    )
 }
 
 fn phone(p: &str) -> Identifier {
@@ -27,7 +37,10 @@ fn phone(p: &str) -> Identifier {
 #[test]
 fn dedup_merge_and_recovery() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = EngineOptions { snapshot_every: 3, ..Default::default() };
+    let opts = EngineOptions {
+        snapshot_every: 3,
+        ..Default::default()
+    };
     let merged_id;
     {
         let engine = Engine::open(dir.path(), opts.clone()).expect("open");
@@ -40,20 +53,29 @@ fn dedup_merge_and_recovery() {
         assert_eq!((r.accepted, r.duplicates), (2, 0));
         assert_eq!(engine.state().book.live(), 2);
         // The anonymous visitor logs in: the two profiles merge.
-        let login = msg(json!({"type": "identify", "messageId": "m3", "userId": "u1",
-                               "anonymousId": "a1", "timestamp": "2024-01-03T00:00:00Z"}));
+        let login = msg(
+            json!({"type": "identify", "messageId": "m3", "userId": "u1",
+                               "anonymousId": "a1", "timestamp": "2024-01-03T00:00:00Z"}),
+        );
         let r = engine.ingest(vec![login.clone(), login]).expect("ingest");
         assert_eq!((r.accepted, r.duplicates), (1, 1));
         let state = engine.state();
         assert_eq!(state.book.live(), 1);
-        merged_id = state.book.by_identifier(&phone("+8613800001111")).expect("by phone");
+        merged_id = state
+            .book
+            .by_identifier(&phone("+8613800001111"))
+            .expect("by phone");
         let p = state.book.get(merged_id).expect("profile");
         assert_eq!(p.events.len(), 3);
         assert_eq!(p.history.len(), 1);
         drop(state);
         // A retry of the first batch changes nothing.
         let r = engine
-            .ingest(vec![identify("m1", "u1", json!({"phone": "13800001111", "name": "李雷"}))])
+            .ingest(vec![identify(
+                "m1",
+                "u1",
+                json!({"phone": "13800001111", "name": "李雷"}),
+            )])
             .expect("ingest");
         assert_eq!((r.accepted, r.duplicates), (0, 1));
     }
@@ -65,9 +87,17 @@ fn dedup_merge_and_recovery() {
     let p = state.book.get(merged_id).expect("profile");
     assert_eq!(p.traits["name"].value, "\"李雷\"");
     drop(state);
-    let r = engine.ingest(vec![track("m2", "a1", "Product Viewed", "2024-01-02T00:00:00Z")]);
+    let r = engine.ingest(vec![track(
+        "m2",
+        "a1",
+        "Product Viewed",
+        "2024-01-02T00:00:00Z",
+    )]);
     assert_eq!(r.expect("ingest").duplicates, 1);
-    let (page, more) = engine.timeline(merged_id, 0, 2).expect("timeline").expect("exists");
+    let (page, more) = engine
+        .timeline(merged_id, 0, 2)
+        .expect("timeline")
+        .expect("exists");
     assert!(more);
     assert_eq!(page[0].1.message_id, "m3", "newest first");
 }
@@ -75,7 +105,10 @@ fn dedup_merge_and_recovery() {
 #[test]
 fn unmerge_splits_and_survives_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = EngineOptions { snapshot_every: 1_000_000, ..Default::default() };
+    let opts = EngineOptions {
+        snapshot_every: 1_000_000,
+        ..Default::default()
+    };
     let (a, b);
     {
         let engine = Engine::open(dir.path(), opts.clone()).expect("open");
@@ -92,23 +125,46 @@ fn unmerge_splits_and_survives_restart() {
             .expect("ingest");
         let state = engine.state();
         assert_eq!(state.book.live(), 1);
-        let id = state.book.by_identifier(&Identifier::new("anonymous_id", "alice")).expect("alice");
+        let id = state
+            .book
+            .by_identifier(&Identifier::new("anonymous_id", "alice"))
+            .expect("alice");
         drop(state);
-        let parts = engine.unmerge(id, Identifier::new("email", "x@y.cn")).expect("unmerge");
+        let parts = engine
+            .unmerge(id, Identifier::new("email", "x@y.cn"))
+            .expect("unmerge");
         assert_eq!(parts.len(), 2, "{parts:?}");
         let state = engine.state();
-        a = state.book.by_identifier(&Identifier::new("anonymous_id", "alice")).expect("alice");
-        b = state.book.by_identifier(&Identifier::new("anonymous_id", "bob")).expect("bob");
+        a = state
+            .book
+            .by_identifier(&Identifier::new("anonymous_id", "alice"))
+            .expect("alice");
+        b = state
+            .book
+            .by_identifier(&Identifier::new("anonymous_id", "bob"))
+            .expect("bob");
         assert_ne!(a, b);
         assert_eq!(state.book.by_identifier(&phone("+8613900002222")), Some(b));
-        assert!(engine.unmerge(a, Identifier::new("phone", "+8600000")).is_err());
+        assert!(engine
+            .unmerge(a, Identifier::new("phone", "+8600000"))
+            .is_err());
     }
     // Replayed from the log alone (the snapshot is removed) the split holds.
     std::fs::remove_file(dir.path().join("snapshot.bin")).expect("remove snapshot");
     let engine = Engine::open(dir.path(), opts).expect("reopen");
     let state = engine.state();
-    assert_eq!(state.book.by_identifier(&Identifier::new("anonymous_id", "alice")), Some(a));
-    assert_eq!(state.book.by_identifier(&Identifier::new("anonymous_id", "bob")), Some(b));
+    assert_eq!(
+        state
+            .book
+            .by_identifier(&Identifier::new("anonymous_id", "alice")),
+        Some(a)
+    );
+    assert_eq!(
+        state
+            .book
+            .by_identifier(&Identifier::new("anonymous_id", "bob")),
+        Some(b)
+    );
     assert_eq!(state.stats.unmerges, 1);
 }
 
@@ -116,6 +172,8 @@ fn unmerge_splits_and_survives_restart() {
 fn second_process_is_locked_out() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _engine = Engine::open(dir.path(), EngineOptions::default()).expect("open");
-    let err = Engine::open(dir.path(), EngineOptions::default()).err().expect("locked");
+    let err = Engine::open(dir.path(), EngineOptions::default())
+        .err()
+        .expect("locked");
     assert!(err.to_string().contains("in use"), "{err}");
 }

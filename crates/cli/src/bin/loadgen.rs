@@ -41,7 +41,12 @@ struct Args {
 }
 
 fn body(args: &Args, b: usize) -> String {
-    let events = ["Product Viewed", "Product Added", "Order Completed", "Product Favorited"];
+    let events = [
+        "Product Viewed",
+        "Product Added",
+        "Order Completed",
+        "Product Favorited",
+    ];
     let batch: Vec<_> = (0..args.batch)
         .map(|j| {
             let n = b * args.batch + j;
@@ -101,7 +106,10 @@ fn main() -> Result<()> {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| bail!("thread panicked"))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| bail!("thread panicked")))
+            .collect()
     });
     let elapsed = started.elapsed();
     let mut lat = Vec::new();
@@ -112,7 +120,8 @@ fn main() -> Result<()> {
         busy += b;
     }
     lat.sort_unstable();
-    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
+    let pct =
+        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
     let events = batches * args.batch;
     println!(
         "events={events} batch={} connections={} seconds={:.2} events_per_s={:.0} MB_per_s={:.1} ack_ms_p50={:.2} p99={:.2} p999={:.2} max={:.2} retried_429={busy}",

@@ -18,7 +18,10 @@ pub fn bin() -> &'static str {
 
 /// Runs `portrait ARGS` to completion; returns (success, stdout, stderr).
 pub fn portrait(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(bin()).args(args).output().expect("run portrait");
+    let out = Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run portrait");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).to_string(),
@@ -29,7 +32,17 @@ pub fn portrait(args: &[&str]) -> (bool, String, String) {
 /// Adds a source with a chosen key (server must not be running on `data`).
 pub fn add_source(data: &Path, name: &str, kind: &str, key: &str) {
     let d = data.to_str().expect("utf-8 path");
-    let (ok, out, err) = portrait(&["source", "add", "--data", d, name, "--kind", kind, "--write-key", key]);
+    let (ok, out, err) = portrait(&[
+        "source",
+        "add",
+        "--data",
+        d,
+        name,
+        "--kind",
+        kind,
+        "--write-key",
+        key,
+    ]);
     assert!(ok, "source add failed: {err}");
     assert_eq!(out.trim(), key);
 }
@@ -52,14 +65,24 @@ impl Server {
         for _ in 0..5 {
             let addr = free_port();
             let child = Command::new(bin())
-                .args(["serve", "--data", data.to_str().expect("utf-8"), "--listen", &addr.to_string()])
+                .args([
+                    "serve",
+                    "--data",
+                    data.to_str().expect("utf-8"),
+                    "--listen",
+                    &addr.to_string(),
+                ])
                 .args(extra)
                 .env("PORTRAIT_ADMIN_TOKEN", TOKEN)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("spawn portrait serve");
-            let mut server = Server { child, addr, data: data.to_path_buf() };
+            let mut server = Server {
+                child,
+                addr,
+                data: data.to_path_buf(),
+            };
             let deadline = Instant::now() + Duration::from_secs(30);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = server.child.try_wait() {
@@ -85,8 +108,15 @@ impl Server {
     }
 
     /// Sends a request; panics on transport errors.
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
-        self.try_request(method, path, headers, body).expect("request")
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        self.try_request(method, path, headers, body)
+            .expect("request")
     }
 
     /// Sends a request.
@@ -103,7 +133,15 @@ impl Server {
     /// POSTs JSON to the ingest API with a write key (HTTP Basic).
     pub fn ingest(&self, path: &str, key: &str, body: &str) -> Response {
         let auth = basic(key);
-        self.request("POST", path, &[("Authorization", &auth), ("Content-Type", "application/json")], body.as_bytes())
+        self.request(
+            "POST",
+            path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
     }
 
     /// GETs an admin endpoint and parses JSON.
@@ -115,7 +153,15 @@ impl Server {
     /// POSTs JSON to an admin endpoint.
     pub fn admin_post(&self, path: &str, body: &str) -> Response {
         let auth = format!("Bearer {TOKEN}");
-        self.request("POST", path, &[("Authorization", &auth), ("Content-Type", "application/json")], body.as_bytes())
+        self.request(
+            "POST",
+            path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
     }
 }
 
@@ -129,7 +175,10 @@ impl Drop for Server {
 /// `Basic base64(key:)`.
 pub fn basic(key: &str) -> String {
     use base64::Engine as _;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{key}:")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))
+    )
 }
 
 /// An HTTP response.
@@ -149,7 +198,10 @@ impl Response {
 
     /// A header value.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -163,7 +215,10 @@ pub fn request(
 ) -> std::io::Result<Response> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -184,20 +239,30 @@ pub fn request(
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other("bad status line"))?;
     let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
         .collect();
     let mut body = raw[split + 4..].to_vec();
-    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     if chunked {
         body = dechunk(&body);
     }
-    Ok(Response { status, headers, body })
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..pos]).trim(), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..pos]).trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
         }
