@@ -395,3 +395,80 @@ fn admin_token_is_generated_once_with_mode_0600() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn file_upload_through_the_admin_api_imports_good_rows_and_reports_bad_ones() {
+    let (_dir, server) = setup();
+    assert_eq!(
+        server
+            .admin_post(
+                "/api/v1/sources",
+                r#"{"name": "tmall", "kind": "ecommerce"}"#
+            )
+            .status,
+        201
+    );
+    let mapping = "kind: track\nevent: Order Completed\nidentifiers: { phone: 手机号, tmall_nick: 买家昵称 }\n\
+                   timestamp: { column: 付款时间, format: \"%Y-%m-%d %H:%M:%S\" }\n\
+                   properties: { order_id: 订单号, revenue: { column: 实付金额, type: decimal } }\nmessage_id: 订单号\n";
+    let csv = "订单号,买家昵称,手机号,付款时间,实付金额\n\
+               T1,小王,138-0000-0001,2024-11-11 00:01:02,199.00\n\
+               T2,,138****0000,2024-11-11 00:02:00,99.5\n\
+               T3,小李,13900000002,yesterday,10\n";
+    let boundary = "portrait-test-boundary";
+    let mut body = String::new();
+    for (name, file, content) in [
+        ("mapping", None, mapping),
+        ("file", Some("orders.csv"), csv),
+    ] {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\""
+        ));
+        if let Some(f) = file {
+            body.push_str(&format!("; filename=\"{f}\""));
+        }
+        body.push_str(&format!("\r\n\r\n{content}\r\n"));
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    let auth = format!("Bearer {}", common::TOKEN);
+    let ctype = format!("multipart/form-data; boundary={boundary}");
+    let upload = || {
+        server.request(
+            "POST",
+            "/api/v1/sources/tmall/import",
+            &[("Authorization", &auth), ("Content-Type", &ctype)],
+            body.as_bytes(),
+        )
+    };
+    let r = upload();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let summary = r.json()["summary"].clone();
+    assert_eq!(summary["rows"], 3);
+    assert_eq!(summary["imported"], 1);
+    assert_eq!(summary["rejected"], 2);
+    assert_eq!(
+        summary["first_rejects"][0][0], 3,
+        "line numbers count the header as line 1"
+    );
+    let p = server.admin_get("/api/v1/profiles/by-identifier/tmall_nick/小王");
+    assert_eq!(p.status, 200);
+    assert_eq!(p.json()["sources"]["tmall"], 1);
+    // The same upload again changes nothing.
+    let again = upload().json();
+    assert_eq!(again["summary"]["imported"], 0);
+    assert_eq!(again["summary"]["duplicates"], 1);
+    // A broken mapping is a 400 that says what is wrong.
+    let bad = body.replace("kind: track", "kind: shout");
+    let r = server.request(
+        "POST",
+        "/api/v1/sources/tmall/import",
+        &[("Authorization", &auth), ("Content-Type", &ctype)],
+        bad.as_bytes(),
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["message"].as_str().unwrap_or("").contains("kind"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+}

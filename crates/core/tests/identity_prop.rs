@@ -362,7 +362,8 @@ fn snapshot(book: &ProfileBook) -> Snapshot {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 512,
+        // PROPTEST_CASES=N for a longer soak.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
