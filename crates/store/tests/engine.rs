@@ -177,3 +177,43 @@ fn second_process_is_locked_out() {
         .expect("locked");
     assert!(err.to_string().contains("in use"), "{err}");
 }
+
+#[test]
+fn identity_yaml_in_the_data_directory_configures_resolution() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("identity.yaml"),
+        "types:\n  - { name: user_id, limit: 1 }\n  - { name: member_id, limit: 1, traits: [会员号] }\n  - { name: anonymous_id, limit: 5 }\nblocked: [\"test.*\"]\n",
+    )
+    .expect("write config");
+    let engine = Engine::open(dir.path(), EngineOptions::default()).expect("open");
+    let config = engine.identity();
+    assert_eq!(config.types.len(), 3);
+    let parsed = parse_message(
+        &json!({"type": "identify", "userId": "TEST-1", "anonymousId": "a", "traits": {"会员号": "M9"}}),
+        &Envelope { source: 1, received_at: 0, ..Default::default() },
+        config,
+    )
+    .expect("valid");
+    let ids: Vec<String> = parsed
+        .message
+        .identifiers
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        ids,
+        ["member_id:M9", "anonymous_id:a"],
+        "test user id blocked by pattern"
+    );
+    drop(engine);
+    std::fs::write(
+        dir.path().join("identity.yaml"),
+        "types: [{ name: x, limit: 0 }]\n",
+    )
+    .expect("write");
+    let err = Engine::open(dir.path(), EngineOptions::default())
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("identity.yaml"), "{err}");
+}
