@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --profile bench -p portrait-core --example identity_bench -- apply  [--people N] [--lookups N] [--shape single|three]
-//! cargo run --profile bench -p portrait-core --example identity_bench -- kernel [--people N] [--lookups N] [--hasher sip|passthrough]
+//! cargo run --profile bench -p portrait-core --example identity_bench -- kernel [--people N] [--lookups N] [--hasher fold|sip]
 //! ```
 //!
 //! Two measurements, kept apart on purpose:
@@ -17,9 +17,9 @@
 //! * `kernel`: the index-building core that `apply` performs per new person, without the
 //!   `Message`/`Profile` objects: hash each identifier to the same 128-bit xxh3 key as
 //!   `ProfileBook` (`type`, NUL, `value`), look it up in a `HashMap<u128, u32>` and insert it
-//!   under a dense id. Default 33.4M people × 3 = 100M links. `--hasher passthrough` replaces
-//!   the std SipHash over the (already uniformly random) xxh3 key with its low 64 bits, to show
-//!   what the hasher costs.
+//!   under a dense id. Default 33.4M people × 3 = 100M links. The map hashes keys with
+//!   `portrait_core::hash::KeyBuild`, as `ProfileBook`'s index does; `--hasher sip` uses the
+//!   std SipHash instead, to show what the hasher costs.
 //!
 //! `--compact-check` (apply) clones the finished book and reports the clone's RSS: the live size
 //! without the allocator fragmentation of the as-grown book (needs twice the memory).
@@ -27,7 +27,7 @@
 //! `--max-rss-gb` (default 16) aborts before the process grows past that much resident memory.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,14 @@ use portrait_core::{Identifier, IdentityConfig, Message, MessageKind, ProfileBoo
 const BASE: i64 = 1_704_067_200_000;
 const CHUNK: usize = 1 << 16;
 
+// Unused when `identity_bench_mimalloc` includes this file as a module.
+#[allow(dead_code)]
 fn main() {
+    run("system (glibc malloc)");
+}
+
+/// Runs the benchmark named by the command line; `allocator` is printed with the machine.
+pub fn run(allocator: &str) {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = args.first().map(String::as_str).unwrap_or("apply");
     let opt = |name: &str| {
@@ -52,7 +59,7 @@ fn main() {
     };
     let max_rss_kb = num("--max-rss-gb", 16) * 1024 * 1024;
     println!(
-        "machine: {} cores, {}; load average at start: {}",
+        "machine: {} cores, {}; allocator {allocator}; load average at start: {}",
         cores(),
         cpu_model(),
         loadavg()
@@ -70,7 +77,7 @@ fn main() {
             )
         }
         "kernel" => {
-            let hasher = opt("--hasher").unwrap_or("sip");
+            let hasher = opt("--hasher").unwrap_or("fold");
             kernel(
                 num("--people", 33_400_000),
                 num("--lookups", 1_000_000),
@@ -506,53 +513,23 @@ fn key(kind: &str, value: &str) -> u128 {
     h.digest128()
 }
 
-/// Uses the low 64 bits of a key that is already a uniform hash.
-#[derive(Default, Clone, Copy)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 ^= u64::from_le_bytes(b);
-        }
-    }
-    fn write_u128(&mut self, n: u128) {
-        self.0 = n as u64;
-    }
-}
-
-#[derive(Default, Clone, Copy)]
-struct BuildPassThrough;
-
-impl BuildHasher for BuildPassThrough {
-    type Hasher = PassThrough;
-    fn build_hasher(&self) -> PassThrough {
-        PassThrough(0)
-    }
-}
-
 fn kernel(people: u64, lookups: u64, hasher: &str, max_rss_kb: u64) {
     match hasher {
+        "fold" => kernel_with(
+            people,
+            lookups,
+            portrait_core::hash::KeyBuild::default(),
+            "portrait_core::hash::KeyBuild (xor-fold of the xxh3 key, as ProfileBook)",
+            max_rss_kb,
+        ),
         "sip" => kernel_with(
             people,
             lookups,
             std::hash::RandomState::new(),
-            "std SipHash-1-3 (as ProfileBook)",
+            "std SipHash-1-3 (ProfileBook before 6d86e16)",
             max_rss_kb,
         ),
-        "passthrough" => kernel_with(
-            people,
-            lookups,
-            BuildPassThrough,
-            "pass-through (low 64 bits of the xxh3 key)",
-            max_rss_kb,
-        ),
-        other => panic!("unknown hasher `{other}`"),
+        other => panic!("unknown hasher `{other}`: use `fold` or `sip`"),
     }
 }
 

@@ -217,3 +217,44 @@ fn identity_yaml_in_the_data_directory_configures_resolution() {
         .expect("refused");
     assert!(err.to_string().contains("identity.yaml"), "{err}");
 }
+
+#[test]
+fn a_full_queue_sheds_load_with_busy_and_loses_nothing_accepted() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(
+        dir.path(),
+        EngineOptions {
+            queue: 1,
+            ..Default::default()
+        },
+    )
+    .expect("open");
+    let done = Arc::new(AtomicUsize::new(0));
+    let (mut accepted, mut busy) = (0usize, 0usize);
+    for job in 0..200 {
+        let batch: Vec<Message> = (0..500)
+            .map(|i| {
+                track(
+                    &format!("{job}-{i}"),
+                    &format!("a{i}"),
+                    "Viewed",
+                    "2024-01-01T00:00:00Z",
+                )
+            })
+            .collect();
+        let done = done.clone();
+        match engine.submit(batch, move |r| {
+            done.fetch_add(r.expect("stored").accepted, Ordering::SeqCst);
+        }) {
+            Ok(()) => accepted += 500,
+            Err(portrait_store::StoreError::Busy) => busy += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(busy > 0, "a queue of one job never filled");
+    engine.snapshot().expect("drain");
+    assert_eq!(done.load(Ordering::SeqCst), accepted);
+    assert_eq!(engine.state().stats.events as usize, accepted);
+}
