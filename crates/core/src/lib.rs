@@ -18,5 +18,5 @@ pub mod time;
 pub use identity::{IdentifierType, IdentityConfig, IdentityError, Normalizer};
 pub use message::{Identifier, Message, MessageKind, SourceId};
 pub use profile::{
-    ApplyOutcome, EventRef, MergeRecord, Profile, ProfileBook, ProfileId, TraitValue,
+    ApplyOutcome, Erased, EventRef, MergeRecord, Profile, ProfileBook, ProfileId, TraitValue,
 };

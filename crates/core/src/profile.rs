@@ -85,6 +85,8 @@ enum Slot {
     Merged(ProfileId),
     /// Being rebuilt by an unmerge.
     Vacant,
+    /// Erased on request: resolves to nothing.
+    Erased,
 }
 
 /// What applying a message did.
@@ -134,14 +136,58 @@ pub struct ProfileBook {
     reuse: Vec<ProfileId>,
     live: usize,
     merges: u64,
+    /// Keyed hashes of erased people's identifiers: messages carrying one are not applied.
+    #[serde(default)]
+    suppressed: KeySet,
+    #[serde(skip, default = "default_secret")]
+    secret: Box<[u8; SECRET_BYTES]>,
 }
 
-fn key(id: &Identifier) -> u128 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(id.kind.as_bytes());
-    h.update(&[0]);
-    h.update(id.value.as_bytes());
-    h.digest128()
+/// What [`ProfileBook::erase`] removed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Erased {
+    /// The erased profile.
+    pub profile: ProfileId,
+    /// Its identifiers (now suppressed).
+    pub identifiers: Vec<Identifier>,
+    /// Log positions of its events, to be destroyed by the caller.
+    pub events: Vec<EventRef>,
+    /// Keyed hashes of its identifiers, as kept in the suppression list.
+    pub suppressed: Vec<u128>,
+}
+
+/// Size of the secret that keys identifier hashes.
+pub const SECRET_BYTES: usize = 192;
+
+/// Keyed 128-bit hash of an identifier (XXH3 with a secret derived from the master key): the
+/// index, the cut list and the suppression list hold only these, so without the key they do not
+/// reveal identifier values.
+fn keyed(secret: &[u8; SECRET_BYTES], id: &Identifier) -> u128 {
+    let mut buf = [0u8; 256];
+    let n = id.kind.len() + 1 + id.value.len();
+    if n <= buf.len() {
+        buf[..id.kind.len()].copy_from_slice(id.kind.as_bytes());
+        buf[id.kind.len()] = 0;
+        buf[id.kind.len() + 1..n].copy_from_slice(id.value.as_bytes());
+        xxhash_rust::xxh3::xxh3_128_with_secret(&buf[..n], secret)
+    } else {
+        let mut v = Vec::with_capacity(n);
+        v.extend_from_slice(id.kind.as_bytes());
+        v.push(0);
+        v.extend_from_slice(id.value.as_bytes());
+        xxhash_rust::xxh3::xxh3_128_with_secret(&v, secret)
+    }
+}
+
+/// The secret used when no master key is configured (tests, benchmarks): fixed, so it keys
+/// nothing; real deployments derive theirs from the master key.
+fn default_secret() -> Box<[u8; SECRET_BYTES]> {
+    let mut secret = [0u8; SECRET_BYTES];
+    for (i, chunk) in secret.chunks_mut(16).enumerate() {
+        let h = xxhash_rust::xxh3::xxh3_128(format!("portrait-default-secret-{i}").as_bytes());
+        chunk.copy_from_slice(&h.to_le_bytes()[..chunk.len()]);
+    }
+    Box::new(secret)
 }
 
 impl ProfileBook {
@@ -156,6 +202,8 @@ impl ProfileBook {
             reuse: Vec::new(),
             live: 0,
             merges: 0,
+            suppressed: KeySet::default(),
+            secret: default_secret(),
         }
     }
 
@@ -163,6 +211,67 @@ impl ProfileBook {
     pub fn reserve(&mut self, profiles: usize, identifiers: usize) {
         self.slots.reserve(profiles);
         self.index.reserve(identifiers);
+    }
+
+    /// Keys identifier hashes with `secret` (derived from the master key). Call before the
+    /// first `apply`; a book loaded from a snapshot must get the secret it was built with.
+    pub fn set_secret(&mut self, secret: [u8; SECRET_BYTES]) {
+        self.secret = Box::new(secret);
+    }
+
+    fn key(&self, id: &Identifier) -> u128 {
+        keyed(&self.secret, id)
+    }
+
+    /// Whether a message carries an identifier of an erased person.
+    pub fn is_suppressed(&self, msg: &Message) -> bool {
+        !self.suppressed.is_empty()
+            && msg
+                .identifiers
+                .iter()
+                .any(|id| self.suppressed.contains(&self.key(id)))
+    }
+
+    /// Adds keyed identifier hashes to the suppression list (replaying an erasure).
+    pub fn suppress(&mut self, keys: &[u128]) {
+        self.suppressed.extend(keys.iter().copied());
+    }
+
+    /// Number of suppressed identifier hashes.
+    pub fn suppressed(&self) -> usize {
+        self.suppressed.len()
+    }
+
+    /// Erases a person: the profile (and every id merged into it) stops resolving, its
+    /// identifiers leave the index and enter the suppression list. Returns what the caller must
+    /// destroy in storage.
+    pub fn erase(&mut self, profile: ProfileId) -> Result<Erased, ProfileError> {
+        let id = self
+            .resolve(profile)
+            .ok_or(ProfileError::NoProfile(profile))?;
+        let Slot::Live(gone) = std::mem::replace(&mut self.slots[id as usize], Slot::Erased) else {
+            unreachable!("resolved to a live profile");
+        };
+        self.live -= 1;
+        let mut suppressed = Vec::with_capacity(gone.identifiers.len());
+        for ident in &gone.identifiers {
+            let k = self.key(ident);
+            self.index.remove(&k);
+            self.cut.remove(&k);
+            self.suppressed.insert(k);
+            suppressed.push(k);
+        }
+        for retired in &gone.merged_from {
+            if let Some(slot) = self.slots.get_mut(*retired as usize) {
+                *slot = Slot::Erased;
+            }
+        }
+        Ok(Erased {
+            profile: id,
+            identifiers: gone.identifiers,
+            events: gone.events.iter().map(|(_, r)| *r).collect(),
+            suppressed,
+        })
     }
 
     /// Replaces the configuration (after loading a snapshot).
@@ -214,7 +323,7 @@ impl ProfileBook {
         for _ in 0..=self.slots.len() {
             match self.slots.get(id as usize)? {
                 Slot::Merged(into) if *into != id => id = *into,
-                Slot::Merged(_) => return None,
+                Slot::Merged(_) | Slot::Erased => return None,
                 Slot::Live(_) | Slot::Vacant => return Some(id),
             }
         }
@@ -231,7 +340,7 @@ impl ProfileBook {
 
     /// The profile holding an identifier (normalise it first).
     pub fn by_identifier(&self, id: &Identifier) -> Option<ProfileId> {
-        self.index.get(&key(id)).copied()
+        self.index.get(&self.key(id)).copied()
     }
 
     /// Iterates over live profiles.
@@ -296,7 +405,7 @@ impl ProfileBook {
         }
         // Identifiers already linked were counted with their profile.
         for id in ids {
-            if !self.index.contains_key(&key(id)) {
+            if !self.index.contains_key(&self.key(id)) {
                 bump(id);
             }
         }
@@ -314,7 +423,7 @@ impl ProfileBook {
             let linking: Vec<&Identifier> = msg
                 .identifiers
                 .iter()
-                .filter(|id| !self.cut.contains(&key(id)))
+                .filter(|id| !self.cut.contains(&self.key(id)))
                 .collect();
             if linking.is_empty() {
                 // Only unlinked identifiers: the message belongs to the first one's own profile.
@@ -328,7 +437,7 @@ impl ProfileBook {
         let mut probes: Vec<(u128, Option<ProfileId>)> = ids
             .iter()
             .map(|id| {
-                let k = key(id);
+                let k = self.key(id);
                 (k, self.index.get(&k).copied())
             })
             .collect();
@@ -405,7 +514,7 @@ impl ProfileBook {
         };
         self.live -= 1;
         for id in &gone.identifiers {
-            self.index.insert(key(id), target);
+            self.index.insert(self.key(id), target);
         }
         let priority = std::mem::take(&mut self.priority);
         let into = self.live_mut(target);
@@ -456,13 +565,13 @@ impl ProfileBook {
         if p.identifiers.len() == 1 {
             return Err(ProfileError::Single(id));
         }
-        self.cut.insert(key(identifier));
+        self.cut.insert(self.key(identifier));
         let Slot::Live(gone) = std::mem::replace(&mut self.slots[id as usize], Slot::Vacant) else {
             unreachable!("resolved to a live profile");
         };
         self.live -= 1;
         for ident in &gone.identifiers {
-            self.index.remove(&key(ident));
+            self.index.remove(&self.key(ident));
         }
         self.reuse = vec![id];
         let mut refs: Vec<EventRef> = gone.events.iter().map(|(_, r)| *r).collect();

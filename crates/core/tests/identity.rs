@@ -1050,3 +1050,47 @@ fn directly_built_messages_resolve_like_parsed_ones() {
         ["user_id:u1", "phone:+8613800000001", "anonymous_id:a1"]
     );
 }
+
+#[test]
+fn erase_removes_the_person_and_suppresses_their_identifiers() {
+    use portrait_core::segment::{parse_message, Envelope};
+    use portrait_core::{IdentityConfig, ProfileBook};
+    let config = IdentityConfig::default();
+    let env = Envelope {
+        source: 1,
+        received_at: 1,
+        ..Default::default()
+    };
+    let msg = |v: serde_json::Value| parse_message(&v, &env, &config).expect("valid").message;
+    let mut book = ProfileBook::new(config.clone());
+    let a = msg(
+        serde_json::json!({"type": "identify", "userId": "u1", "anonymousId": "a1", "messageId": "1",
+                                   "traits": {"phone": "13800000001"}}),
+    );
+    let b = msg(
+        serde_json::json!({"type": "track", "anonymousId": "a2", "event": "E", "messageId": "2"}),
+    );
+    let c = msg(
+        serde_json::json!({"type": "identify", "userId": "u1", "anonymousId": "a2", "messageId": "3"}),
+    );
+    book.apply(&a, 10);
+    book.apply(&b, 20);
+    let merged = book.apply(&c, 30);
+    let id = merged.profile;
+    let erased = book
+        .erase(merged.merged.first().copied().unwrap_or(id))
+        .expect("erase");
+    assert_eq!(erased.profile, id);
+    assert_eq!(erased.events.len(), 3);
+    assert_eq!(erased.identifiers.len(), 4);
+    assert_eq!(book.live(), 0);
+    assert!(book.get(id).is_none());
+    for m in [&a, &b, &c] {
+        assert!(book.is_suppressed(m));
+    }
+    assert!(book.erase(id).is_err(), "nothing left to erase");
+    let other = msg(
+        serde_json::json!({"type": "track", "anonymousId": "a9", "event": "E", "messageId": "9"}),
+    );
+    assert!(!book.is_suppressed(&other));
+}

@@ -38,6 +38,9 @@ pub enum StoreError {
     /// An operator action on a profile was refused.
     #[error(transparent)]
     Profile(#[from] portrait_core::profile::ProfileError),
+    /// A key is missing, wrong, or a record does not decrypt.
+    #[error("{0}")]
+    Crypto(String),
     /// The engine is too busy to take more work now.
     #[error("the engine is busy; retry shortly")]
     Busy,

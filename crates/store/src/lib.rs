@@ -7,6 +7,7 @@
 //! - [`engine`]: one committer thread that deduplicates, logs (group commit), and applies
 //!   messages to the in-memory [`portrait_core::ProfileBook`]; snapshots bound restart time.
 
+pub mod crypto;
 pub mod engine;
 pub mod error;
 pub mod sources;
