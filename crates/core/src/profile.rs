@@ -216,7 +216,7 @@ impl ProfileBook {
     /// Keys identifier hashes with `secret` (derived from the master key). Call before the
     /// first `apply`; a book loaded from a snapshot must get the secret it was built with.
     pub fn set_secret(&mut self, secret: [u8; SECRET_BYTES]) {
-        self.secret = Box::new(secret);
+        *self.secret = secret;
     }
 
     fn key(&self, id: &Identifier) -> u128 {
