@@ -39,7 +39,7 @@ impl std::fmt::Debug for MasterKey {
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
     let text = text.trim();
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
@@ -145,11 +145,14 @@ struct KeyringFile {
     index_secret: String,
 }
 
+/// An unwrapped data key: cipher, raw bytes (to rewrap), creation time.
+type DataKey = (Aes256Gcm, [u8; 32], i64);
+
 /// The data keys and index secret of one data directory, unwrapped in memory.
 pub struct Keyring {
     path: PathBuf,
     master: RwLock<MasterKey>,
-    keys: RwLock<BTreeMap<u32, (Aes256Gcm, [u8; 32], i64)>>,
+    keys: RwLock<BTreeMap<u32, DataKey>>,
     active: RwLock<u32>,
     index_secret: [u8; INDEX_SECRET_BYTES],
 }
