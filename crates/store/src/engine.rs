@@ -23,7 +23,9 @@ use portrait_core::hash::KeySet;
 use portrait_core::{Identifier, IdentityConfig, Message, ProfileBook, ProfileId, SourceId};
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::Keyring;
 use crate::error::{Result, StoreError};
+use crate::record::{tombstone, Codec, LogRecord, LogRecordRef};
 use crate::sources::{write_atomic, SourceRegistry};
 use crate::wal::{LogReader, Wal};
 
@@ -40,6 +42,8 @@ pub struct EngineOptions {
     pub snapshot_every: u64,
     /// Identity configuration; `None` reads `DIR/identity.yaml` or uses the defaults.
     pub identity: Option<IdentityConfig>,
+    /// Keys for encryption at rest; `None` stores records in plain (tests and benchmarks).
+    pub keyring: Option<Arc<Keyring>>,
 }
 
 impl Default for EngineOptions {
@@ -50,6 +54,7 @@ impl Default for EngineOptions {
             max_group: 100_000,
             snapshot_every: 5_000_000,
             identity: None,
+            keyring: None,
         }
     }
 }
@@ -61,6 +66,22 @@ pub struct IngestReport {
     pub accepted: usize,
     /// Messages already stored (same source and messageId), skipped.
     pub duplicates: usize,
+    /// Messages carrying an identifier of an erased person, not stored.
+    pub suppressed: usize,
+}
+
+/// What an erasure destroyed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ErasureReport {
+    /// The erased profile.
+    pub profile: ProfileId,
+    /// Log positions of the destroyed events (for derived stores such as the lake).
+    pub events: Vec<u64>,
+    /// Identifiers now on the suppression list.
+    pub identifiers: usize,
+    /// The erased identifiers' values, for scrubbing derived files (never logged or stored).
+    #[serde(skip)]
+    pub values: Vec<Identifier>,
 }
 
 /// Counters over the whole store.
@@ -76,29 +97,6 @@ pub struct Stats {
     pub unmerges: u64,
 }
 
-/// A record of the log.
-#[derive(Debug, Serialize, Deserialize)]
-enum LogRecord {
-    Message(Box<Message>),
-    Unmerge {
-        profile: ProfileId,
-        identifier: Identifier,
-        at: i64,
-    },
-}
-
-/// Borrowed twin of [`LogRecord`] for encoding without copies (same variant order).
-#[derive(Serialize)]
-enum LogRecordRef<'a> {
-    Message(&'a Message),
-    #[allow(dead_code)]
-    Unmerge {
-        profile: ProfileId,
-        identifier: &'a Identifier,
-        at: i64,
-    },
-}
-
 type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;
 
 /// Stored messages with their log offsets.
@@ -111,6 +109,8 @@ enum Job {
     Messages(Vec<Message>, Reply<IngestReport>),
     Unmerge(ProfileId, Identifier, Reply<Vec<ProfileId>>),
     Snapshot(Reply<()>),
+    Erase(ProfileId, Reply<ErasureReport>),
+    RotateDataKey(Reply<u64>),
     Stop,
 }
 
@@ -140,7 +140,7 @@ struct SnapshotOwned {
     dedup: KeySet,
 }
 
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
 
 /// The embedded engine over a data directory.
 pub struct Engine {
@@ -149,6 +149,7 @@ pub struct Engine {
     state: Arc<RwLock<State>>,
     sources: Arc<RwLock<SourceRegistry>>,
     log: Arc<LogReader>,
+    codec: Codec,
     tx: SyncSender<Job>,
     committer: Mutex<Option<JoinHandle<()>>>,
     _lock: File,
@@ -210,41 +211,52 @@ impl Engine {
             );
         }
         let started = Instant::now();
-        let snap_path = dir.join("snapshot.bin");
-        let (mut state, mut dedup, from) = match std::fs::read(&snap_path) {
-            Ok(bytes) => {
-                let snap: SnapshotOwned =
-                    bincode::deserialize(&bytes).map_err(|e| StoreError::Corrupt {
-                        path: snap_path.clone(),
-                        reason: e.to_string(),
-                    })?;
-                if snap.version != SNAPSHOT_VERSION || snap.log_end > wal.end() {
-                    return Err(StoreError::Corrupt {
-                        path: snap_path,
-                        reason:
-                            "snapshot does not match the log; delete it to rebuild from the log"
-                                .into(),
-                    });
-                }
-                let mut book = snap.book;
-                book.set_config(config.clone());
-                (
-                    State {
-                        book,
-                        stats: snap.stats,
-                    },
-                    snap.dedup,
-                    snap.log_end,
-                )
+        if options.keyring.is_none() && dir.join("keyring.json").exists() {
+            return Err(StoreError::Crypto(format!(
+                "{} is encrypted: set PORTRAIT_MASTER_KEY or give its key file",
+                dir.display()
+            )));
+        }
+        let codec = Codec::new(options.keyring.clone());
+        let fresh = |config: &IdentityConfig| {
+            let mut book = ProfileBook::new(config.clone());
+            if let Some(ring) = &options.keyring {
+                book.set_secret(ring.index_secret());
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+            (
                 State {
-                    book: ProfileBook::new(config.clone()),
+                    book,
                     stats: Stats::default(),
                 },
                 KeySet::default(),
                 0,
-            ),
+            )
+        };
+        let snap_path = dir.join("snapshot.bin");
+        let (mut state, mut dedup, from) = match std::fs::read(&snap_path) {
+            Ok(bytes) => match codec.decode::<SnapshotOwned>(&bytes) {
+                Ok(Some(snap)) if snap.version == SNAPSHOT_VERSION && snap.log_end <= wal.end() => {
+                    let mut book = snap.book;
+                    book.set_config(config.clone());
+                    if let Some(ring) = &options.keyring {
+                        book.set_secret(ring.index_secret());
+                    }
+                    (
+                        State {
+                            book,
+                            stats: snap.stats,
+                        },
+                        snap.dedup,
+                        snap.log_end,
+                    )
+                }
+                Err(e @ StoreError::Crypto(_)) => return Err(e),
+                _ => {
+                    tracing::warn!(path = %snap_path.display(), "snapshot unusable; rebuilding from the log");
+                    fresh(&config)
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => fresh(&config),
             Err(e) => return Err(StoreError::io(&snap_path)(e)),
         };
         for s in sources.list() {
@@ -252,29 +264,58 @@ impl Engine {
         }
         let reader = wal.reader();
         let mut replayed = 0u64;
+        // Events of erasures that a crash interrupted: destroyed once the replay is done.
+        let mut pending_tombstones = Vec::new();
         wal.replay(from, |offset, payload| {
             replayed += 1;
-            let record: LogRecord =
-                bincode::deserialize(payload).map_err(|e| StoreError::Corrupt {
+            let record = codec
+                .decode_record(payload)
+                .map_err(|e| StoreError::Corrupt {
                     path: dir.join("log"),
                     reason: format!("record at {offset}: {e}"),
                 })?;
             match record {
-                LogRecord::Message(m) => {
+                None => {}
+                Some(LogRecord::Message(m)) => {
                     let m = *m;
                     dedup.insert(dedup_key(m.source, &m.message_id));
-                    apply_message(&mut state, &m, offset);
+                    if !state.book.is_suppressed(&m) {
+                        apply_message(&mut state, &m, offset);
+                    }
                 }
-                LogRecord::Unmerge {
+                Some(LogRecord::Unmerge {
                     profile,
                     identifier,
                     at,
-                } => {
-                    apply_unmerge(&mut state, &reader, profile, &identifier, at)?;
+                }) => {
+                    apply_unmerge(&mut state, &reader, &codec, profile, &identifier, at)?;
+                }
+                Some(LogRecord::Skeleton(m)) => {
+                    // Re-creates the erased profile's id, to be erased again below.
+                    state.book.apply(&m, offset);
+                }
+                Some(LogRecord::Erase {
+                    profile, suppress, ..
+                }) => {
+                    if let Ok(erased) = state.book.erase(profile) {
+                        pending_tombstones.extend(erased.events);
+                    }
+                    state.book.suppress(&suppress);
                 }
             }
             Ok(())
         })?;
+        let mut wal = wal;
+        let pseudonym = pseudonymizer(options.keyring.as_deref());
+        let mut tombstones = Vec::new();
+        for at in pending_tombstones {
+            let payload = reader.read(at)?;
+            if let Ok(Some(LogRecord::Message(m))) = codec.decode_record(&payload) {
+                let erased = codec.skeleton(&m, payload.len(), &pseudonym);
+                tombstones.push((at, erased));
+            }
+        }
+        wal.overwrite(tombstones)?;
         tracing::info!(
             profiles = state.book.live(),
             replayed,
@@ -284,6 +325,7 @@ impl Engine {
         let state = Arc::new(RwLock::new(state));
         let (tx, rx) = sync_channel(options.queue);
         let committer = Committer {
+            codec: codec.clone(),
             dir: dir.to_path_buf(),
             wal,
             state: state.clone(),
@@ -302,6 +344,7 @@ impl Engine {
             state,
             sources: Arc::new(RwLock::new(sources)),
             log: reader,
+            codec,
             tx,
             committer: Mutex::new(Some(handle)),
             _lock: lock,
@@ -377,6 +420,20 @@ impl Engine {
         self.call(|reply| Job::Unmerge(profile, identifier, reply))
     }
 
+    /// Erases a person: their events are overwritten in the log, their profile and identity
+    /// links removed, their identifiers suppressed (messages carrying them are not stored
+    /// again), and a new snapshot replaces the old one. Derived stores (the lake, reject files)
+    /// are cleaned by the caller from the report.
+    pub fn erase(&self, profile: ProfileId) -> Result<ErasureReport> {
+        self.call(|reply| Job::Erase(profile, reply))
+    }
+
+    /// Starts a new data key for new records and re-encrypts every record in place under it,
+    /// then retires the old keys. Reads continue throughout. Returns the records re-encrypted.
+    pub fn rotate_data_key(&self) -> Result<u64> {
+        self.call(Job::RotateDataKey)
+    }
+
     /// Writes a snapshot now.
     pub fn snapshot(&self) -> Result<()> {
         self.call(Job::Snapshot)
@@ -384,7 +441,7 @@ impl Engine {
 
     /// Reads one stored message.
     pub fn read_event(&self, at: u64) -> Result<Message> {
-        decode_message(&self.log, at)
+        decode_message(&self.log, &self.codec, at)
     }
 
     /// A page of a profile's timeline, newest first: events `skip..skip+limit` counted from the
@@ -443,15 +500,17 @@ impl Engine {
                 }
                 Err(e) => return Err(e),
             };
-            let record =
-                bincode::deserialize::<LogRecord>(&payload).map_err(|e| StoreError::Corrupt {
+            let record = self
+                .codec
+                .decode_record(&payload)
+                .map_err(|e| StoreError::Corrupt {
                     path: self.dir.join("log"),
                     reason: format!("record at {at}: {e}"),
                 })?;
             let visited = at;
             // Records are contiguous across segments: header (len u32, crc u32) + payload.
             at += 8 + payload.len() as u64;
-            if let LogRecord::Message(m) = record {
+            if let Some(LogRecord::Message(m)) = record {
                 if !f(visited, *m)? {
                     return Ok(at);
                 }
@@ -474,13 +533,33 @@ impl Drop for Engine {
     }
 }
 
-fn decode_message(log: &LogReader, at: u64) -> Result<Message> {
-    match bincode::deserialize::<LogRecord>(&log.read(at)?) {
-        Ok(LogRecord::Message(m)) => Ok(*m),
+fn decode_message(log: &LogReader, codec: &Codec, at: u64) -> Result<Message> {
+    match codec.decode_record(&log.read(at)?) {
+        Ok(Some(LogRecord::Message(m))) => Ok(*m),
+        Err(e @ StoreError::Crypto(_)) => Err(e),
         _ => Err(StoreError::Corrupt {
             path: PathBuf::from("log"),
             reason: format!("no message at {at}"),
         }),
+    }
+}
+
+/// Stand-ins for an erased person's identifiers: a keyed hash, stable for one data directory
+/// (so replayed skeletons resolve as the originals did) and meaningless without its key.
+fn pseudonymizer(keyring: Option<&Keyring>) -> impl Fn(&Identifier) -> String {
+    let secret = keyring.map_or_else(
+        || b"portrait-plain-data-directory".to_vec(),
+        |k| k.index_secret().to_vec(),
+    );
+    move |id: &Identifier| {
+        let mut data = id.kind.as_bytes().to_vec();
+        data.push(0);
+        data.extend_from_slice(id.value.as_bytes());
+        let mac = crate::crypto::hmac(&secret, &data);
+        // As long as the value (so the skeleton fits where the record was), 8 to 24 hex digits;
+        // the length depends only on the identifier, so equal identifiers stay equal.
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        hex[..id.value.len().clamp(8, 24)].to_string()
     }
 }
 
@@ -493,6 +572,7 @@ fn apply_message(state: &mut State, m: &Message, offset: u64) {
 fn apply_unmerge(
     state: &mut State,
     log: &LogReader,
+    codec: &Codec,
     profile: ProfileId,
     identifier: &Identifier,
     at: i64,
@@ -500,7 +580,7 @@ fn apply_unmerge(
     let refs = state.book.begin_unmerge(profile, identifier)?;
     let mut parts = Vec::new();
     for r in refs {
-        let m = decode_message(log, r)?;
+        let m = decode_message(log, codec, r)?;
         parts.push(state.book.apply(&m, r).profile);
     }
     parts.sort_unstable();
@@ -517,6 +597,7 @@ fn apply_unmerge(
 }
 
 struct Committer {
+    codec: Codec,
     dir: PathBuf,
     wal: Wal,
     state: Arc<RwLock<State>>,
@@ -562,6 +643,8 @@ impl Committer {
                         reply(self.commit_unmerge(profile, identifier, &mut buf))
                     }
                     Job::Snapshot(reply) => reply(self.snapshot()),
+                    Job::Erase(profile, reply) => reply(self.commit_erase(profile, &mut buf)),
+                    Job::RotateDataKey(reply) => reply(self.rotate_data_key()),
                     Job::Messages(..) | Job::Stop => {}
                 }
             }
@@ -589,6 +672,7 @@ impl Committer {
         let mut staged: Vec<Staged> = Vec::new();
         let mut new_keys = Vec::new();
         let mut failed: Option<StoreError> = None;
+        let state = self.state.read();
         for (messages, reply) in batches {
             let mut report = IngestReport::default();
             let mut kept = Vec::with_capacity(messages.len());
@@ -596,18 +680,18 @@ impl Committer {
                 if failed.is_some() {
                     break;
                 }
+                if state.book.is_suppressed(&m) {
+                    report.suppressed += 1;
+                    continue;
+                }
                 let key = dedup_key(m.source, &m.message_id);
                 if !self.dedup.insert(key) {
                     report.duplicates += 1;
                     continue;
                 }
                 new_keys.push(key);
-                buf.clear();
-                if let Err(e) = bincode::serialize_into(&mut *buf, &LogRecordRef::Message(&m)) {
-                    failed = Some(StoreError::Corrupt {
-                        path: self.dir.clone(),
-                        reason: e.to_string(),
-                    });
+                if let Err(e) = self.codec.encode(&LogRecordRef::Message(&m), buf) {
+                    failed = Some(e);
                     break;
                 }
                 match self.wal.append(buf) {
@@ -618,6 +702,7 @@ impl Committer {
             }
             staged.push((kept, report, reply));
         }
+        drop(state);
         if failed.is_none() {
             if let Err(e) = self.wal.sync() {
                 failed = Some(e);
@@ -681,25 +766,104 @@ impl Committer {
         }
         let at = portrait_core::time::now();
         let profile = self.state.read().book.resolve(profile).unwrap_or(profile);
-        buf.clear();
-        bincode::serialize_into(
-            &mut *buf,
+        self.codec.encode(
             &LogRecordRef::Unmerge {
                 profile,
                 identifier: &identifier,
                 at,
             },
-        )
-        .map_err(|e| StoreError::Corrupt {
-            path: self.dir.clone(),
-            reason: e.to_string(),
-        })?;
+            buf,
+        )?;
         self.wal.append(buf)?;
         self.wal.sync()?;
         self.since_snapshot += 1;
         let reader = self.wal.reader();
         let mut state = self.state.write();
-        apply_unmerge(&mut state, &reader, profile, &identifier, at)
+        apply_unmerge(&mut state, &reader, &self.codec, profile, &identifier, at)
+    }
+
+    fn commit_erase(&mut self, profile: ProfileId, buf: &mut Vec<u8>) -> Result<ErasureReport> {
+        let reader = self.wal.reader();
+        let mut state = self.state.write();
+        let erased = state.book.erase(profile)?;
+        // Log the erasure first: a crash before every event is destroyed finishes the job at
+        // the next start (the replay erases again and destroys what is left).
+        let at = portrait_core::time::now();
+        self.codec.encode(
+            &LogRecordRef::Erase {
+                profile: erased.profile,
+                suppress: &erased.suppressed,
+                at,
+            },
+            buf,
+        )?;
+        self.wal.append(buf)?;
+        self.wal.sync()?;
+        let mut tombstones = Vec::with_capacity(erased.events.len());
+        let pseudonym = pseudonymizer(self.codec.keyring().map(|k| k.as_ref()));
+        for &event in &erased.events {
+            let payload = reader.read(event)?;
+            let replacement = match self.codec.decode_record(&payload) {
+                Ok(Some(LogRecord::Message(m))) => {
+                    state.stats.events = state.stats.events.saturating_sub(1);
+                    if let Some(n) = state.stats.per_source.get_mut(&m.source) {
+                        *n = n.saturating_sub(1);
+                    }
+                    self.codec.skeleton(&m, payload.len(), &pseudonym)
+                }
+                _ => tombstone(payload.len()),
+            };
+            tombstones.push((event, replacement));
+        }
+        self.wal.overwrite(tombstones)?;
+        drop(state);
+        // The old snapshot still holds the profile: replace it now.
+        self.snapshot()?;
+        tracing::info!(
+            profile = erased.profile,
+            events = erased.events.len(),
+            "profile erased"
+        );
+        Ok(ErasureReport {
+            profile: erased.profile,
+            events: erased.events,
+            identifiers: erased.identifiers.len(),
+            values: erased.identifiers,
+        })
+    }
+
+    fn rotate_data_key(&mut self) -> Result<u64> {
+        let Some(ring) = self.codec.keyring().cloned() else {
+            return Err(StoreError::Crypto(
+                "this data directory is not encrypted".into(),
+            ));
+        };
+        ring.add_data_key()?;
+        self.wal.sync()?;
+        let reader = self.wal.reader();
+        // First the positions (8 bytes each), then re-encrypt in chunks: bounded memory.
+        let mut stale = Vec::new();
+        self.wal.replay(0, |offset, payload| {
+            if self.codec.is_stale(payload) {
+                stale.push(offset);
+            }
+            Ok(())
+        })?;
+        let mut rewritten = 0u64;
+        for chunk in stale.chunks(4096) {
+            let mut items = Vec::with_capacity(chunk.len());
+            for &offset in chunk {
+                if let Some(new) = self.codec.reencrypt(&reader.read(offset)?)? {
+                    items.push((offset, new));
+                }
+            }
+            rewritten += items.len() as u64;
+            self.wal.overwrite(items)?;
+        }
+        self.snapshot()?;
+        ring.retire_old_keys()?;
+        tracing::info!(records = rewritten, key = ring.active(), "data key rotated");
+        Ok(rewritten)
     }
 
     fn snapshot(&mut self) -> Result<()> {
@@ -712,10 +876,8 @@ impl Committer {
             stats: &state.stats,
             dedup: &self.dedup,
         };
-        let bytes = bincode::serialize(&snap).map_err(|e| StoreError::Corrupt {
-            path: self.dir.clone(),
-            reason: e.to_string(),
-        })?;
+        let mut bytes = Vec::new();
+        self.codec.encode(&snap, &mut bytes)?;
         drop(state);
         write_atomic(&self.dir.join("snapshot.bin"), &bytes)?;
         self.since_snapshot = 0;

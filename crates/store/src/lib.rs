@@ -10,10 +10,11 @@
 pub mod crypto;
 pub mod engine;
 pub mod error;
+pub mod record;
 pub mod sources;
 pub mod views;
 pub mod wal;
 
-pub use engine::{Engine, EngineOptions, IngestReport, State, Stats};
+pub use engine::{Engine, EngineOptions, ErasureReport, IngestReport, State, Stats};
 pub use error::StoreError;
 pub use sources::{Source, SourceKind, SourceRegistry};

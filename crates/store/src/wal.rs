@@ -166,6 +166,52 @@ impl Wal {
         Ok(())
     }
 
+    /// Replaces the payloads of records in place with payloads of the same length (tombstones,
+    /// or the same records re-encrypted), then syncs every segment touched. Offsets never move.
+    pub fn overwrite(&mut self, items: impl IntoIterator<Item = (u64, Vec<u8>)>) -> Result<()> {
+        let mut files: HashMap<u64, File> = HashMap::new();
+        for (offset, payload) in items {
+            let base = self
+                .reader
+                .segment_of(offset)
+                .ok_or_else(|| StoreError::Corrupt {
+                    path: self.dir.clone(),
+                    reason: format!("offset {offset} is before the log"),
+                })?;
+            let path = segment_path(&self.dir, base);
+            if base == self.active_base {
+                self.active.flush().map_err(StoreError::io(&path))?;
+            }
+            let old = self.reader.read(offset)?;
+            if old.len() != payload.len() {
+                return Err(StoreError::Corrupt {
+                    path,
+                    reason: format!("overwrite at {offset} changes the record length"),
+                });
+            }
+            let file = match files.entry(base) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(StoreError::io(&path))?,
+                ),
+            };
+            let mut record = Vec::with_capacity(HEADER as usize + payload.len());
+            record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            record.extend_from_slice(&payload);
+            file.write_all_at(&record, offset - base)
+                .map_err(StoreError::io(&path))?;
+        }
+        for (base, file) in files {
+            file.sync_data()
+                .map_err(StoreError::io(segment_path(&self.dir, base)))?;
+        }
+        Ok(())
+    }
+
     /// The shared random-access reader.
     pub fn reader(&self) -> Arc<LogReader> {
         self.reader.clone()

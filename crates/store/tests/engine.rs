@@ -233,17 +233,20 @@ fn a_full_queue_sheds_load_with_busy_and_loses_nothing_accepted() {
     .expect("open");
     let done = Arc::new(AtomicUsize::new(0));
     let (mut accepted, mut busy) = (0usize, 0usize);
-    for job in 0..200 {
-        let batch: Vec<Message> = (0..500)
-            .map(|i| {
-                track(
-                    &format!("{job}-{i}"),
-                    &format!("a{i}"),
-                    "Viewed",
-                    "2024-01-01T00:00:00Z",
-                )
-            })
-            .collect();
+    // Build every batch first so the submits come back to back, faster than the committer.
+    let one = track("x", "a", "Viewed", "2024-01-01T00:00:00Z");
+    let batches: Vec<Vec<Message>> = (0..200)
+        .map(|job| {
+            (0..500)
+                .map(|i| {
+                    let mut m = one.clone();
+                    m.message_id = format!("{job}-{i}");
+                    m
+                })
+                .collect()
+        })
+        .collect();
+    for batch in batches {
         let done = done.clone();
         match engine.submit(batch, move |r| {
             done.fetch_add(r.expect("stored").accepted, Ordering::SeqCst);
