@@ -106,6 +106,7 @@
 mod error;
 mod events;
 mod files;
+mod purge;
 mod tables;
 
 use std::collections::{BTreeSet, HashMap};
@@ -119,6 +120,7 @@ use portrait_store::Engine;
 pub use error::LakeError;
 pub use events::{event_schema, local_day, partition_of, NO_DATE, TIME_ZONE};
 pub use files::{read_manifest, Manifest, LAYOUT_VERSION, MANIFEST};
+pub use purge::{purge, PurgeReport};
 pub use tables::{profile_map_schema, profiles_schema};
 
 use events::{event_batch, event_props, Row};
