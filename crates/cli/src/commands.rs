@@ -79,11 +79,7 @@ pub fn spawn_server(
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let limits = portrait_server::Limits::default();
-    let app = Arc::new(portrait_server::App {
-        engine,
-        limits,
-        admin_token: token,
-    });
+    let app = Arc::new(portrait_server::App::new(engine, limits, &token)?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("portrait-http".into())
@@ -183,11 +179,10 @@ pub fn serve(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let app = Arc::new(portrait_server::App {
-        engine: engine.clone(),
-        limits,
-        admin_token: token.clone(),
-    });
+    let app = Arc::new(
+        portrait_server::App::new(engine.clone(), limits, &token)
+            .context("cannot load the API tokens")?,
+    );
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -235,6 +230,38 @@ pub fn source_list(data: &Path) -> Result<()> {
             s.write_keys.join(",")
         );
     }
+    Ok(())
+}
+
+/// `portrait token add`: prints the new token (its only showing).
+pub fn token_add(data: &Path, role: &str, name: Option<&str>) -> Result<()> {
+    let role = portrait_server::Role::parse(role)?;
+    let _lock = portrait_store::engine::lock_dir(data)?;
+    let mut tokens = portrait_server::access::Tokens::open(data)?;
+    let (entry, secret) = tokens.add(name, role)?;
+    eprintln!(
+        "token `{}` ({}) created; it is shown once and only its hash is kept",
+        entry.name, entry.role
+    );
+    println!("{secret}");
+    Ok(())
+}
+
+/// `portrait token list`.
+pub fn token_list(data: &Path) -> Result<()> {
+    let tokens = portrait_server::access::Tokens::open(data)?;
+    for t in tokens.list() {
+        println!("{}\t{}\t{}", t.name, t.role, t.created_at);
+    }
+    Ok(())
+}
+
+/// `portrait token remove`.
+pub fn token_remove(data: &Path, name: &str) -> Result<()> {
+    let _lock = portrait_store::engine::lock_dir(data)?;
+    let mut tokens = portrait_server::access::Tokens::open(data)?;
+    tokens.remove(name)?;
+    println!("token `{name}` revoked");
     Ok(())
 }
 

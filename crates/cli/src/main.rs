@@ -159,6 +159,41 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Manage API tokens of the admin API (roles: admin, operator, analyst; see docs/access.md).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (once: only its hash is stored, in DIR/tokens.json).
+    Add {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Role: admin, operator or analyst.
+        #[arg(long)]
+        role: String,
+        /// Unique name, recorded in the audit log (default: ROLE-xxxx).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tokens: name, role, creation time (never the secrets).
+    List {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Revoke a token.
+    Remove {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Token name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -245,6 +280,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             identifier,
         } => commands::unmerge(&data, id, &identifier),
         Command::Stats { data } => commands::stats(&data),
+        Command::Token {
+            command: TokenCommand::Add { data, role, name },
+        } => commands::token_add(&data, &role, name.as_deref()),
+        Command::Token {
+            command: TokenCommand::List { data },
+        } => commands::token_list(&data),
+        Command::Token {
+            command: TokenCommand::Remove { data, name },
+        } => commands::token_remove(&data, &name),
         Command::Gen {
             out,
             people,

@@ -1,16 +1,20 @@
-//! The admin API under `/api/v1`, behind a bearer token.
+//! The admin API's handlers under `/api/v1`. Which role may call which is declared in
+//! [`crate::routes::ROUTES`]; handlers of member-level data get the [`Caller`] and mask
+//! personal information for every role below admin (`portrait_store::views::mask_*`).
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::Json;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
 use portrait_core::{Identifier, ProfileId};
-use portrait_store::views::{merges_json, profile_json};
+use portrait_store::views::{self, merges_json, profile_json};
 use portrait_store::SourceKind;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::access::{Caller, Role};
 use crate::error::ApiError;
 use crate::App;
 
@@ -31,9 +35,20 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(format!("invalid body: {e}")))
 }
 
-/// `GET /api/v1/sources`.
-pub async fn list_sources(State(app): State<Arc<App>>) -> Json<Value> {
-    Json(json!({ "sources": app.engine.sources().list() }))
+/// `GET /api/v1/sources`: write keys are shown to admins only.
+pub async fn list_sources(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
+    let mut sources = json!(app.engine.sources().list());
+    if caller.role < Role::Admin {
+        for s in sources.as_array_mut().into_iter().flatten() {
+            if let Some(map) = s.as_object_mut() {
+                map.remove("write_keys");
+            }
+        }
+    }
+    Json(json!({ "sources": sources }))
 }
 
 /// `POST /api/v1/sources`.
@@ -120,24 +135,30 @@ pub async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
     }))
 }
 
-fn profile_value(app: &App, id: ProfileId) -> Result<Value, ApiError> {
+/// A profile as `caller` may see it.
+fn profile_value(app: &App, id: ProfileId, caller: &Caller) -> Result<Value, ApiError> {
     let state = app.engine.state();
     let p = state
         .book
         .get(id)
         .ok_or_else(|| ApiError::NotFound(format!("no profile {id}")))?;
-    Ok(profile_json(p, &app.engine.sources()))
+    let mut view = profile_json(p, &app.engine.sources());
+    if !caller.sees_clear_pii() {
+        views::mask_profile(&mut view);
+    }
+    Ok(view)
 }
 
 /// `GET /api/v1/profiles/{id}` (a merged-away id answers with its survivor).
 pub async fn profile(
     State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<ProfileId>,
 ) -> Result<Json<Value>, ApiError> {
-    profile_value(&app, id).map(Json)
+    profile_value(&app, id, &caller).map(Json)
 }
 
-/// Normalises an identifier from a URL or body.
+/// Normalises an identifier from a URL or body. Errors name the type, never the value.
 fn identifier(app: &App, kind: &str, value: &str) -> Result<Identifier, ApiError> {
     let config = app.engine.identity();
     if config.rank(kind).is_none() {
@@ -155,7 +176,9 @@ fn identifier(app: &App, kind: &str, value: &str) -> Result<Identifier, ApiError
             if value.contains(':') {
                 Ok(Identifier::new(kind, value))
             } else {
-                Err(ApiError::BadRequest(format!("{kind} `{value}`: {reason}")))
+                Err(ApiError::BadRequest(format!(
+                    "invalid {kind} value: {reason}"
+                )))
             }
         })
 }
@@ -163,6 +186,7 @@ fn identifier(app: &App, kind: &str, value: &str) -> Result<Identifier, ApiError
 /// `GET /api/v1/profiles/by-identifier/{type}/{value}`.
 pub async fn by_identifier(
     State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
     Path((kind, value)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let ident = identifier(&app, &kind, &value)?;
@@ -171,8 +195,8 @@ pub async fn by_identifier(
         .state()
         .book
         .by_identifier(&ident)
-        .ok_or_else(|| ApiError::NotFound(format!("no profile has {ident}")))?;
-    profile_value(&app, id).map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no profile has this {kind}")))?;
+    profile_value(&app, id, &caller).map(Json)
 }
 
 /// Query of the timeline.
@@ -187,6 +211,7 @@ pub struct Page {
 /// `GET /api/v1/profiles/{id}/events?limit=N&cursor=C`: newest first.
 pub async fn events(
     State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<ProfileId>,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
@@ -199,7 +224,13 @@ pub async fn events(
     let sources = app.engine.sources();
     let items: Vec<Value> = events
         .iter()
-        .map(|(_, m)| m.to_json(sources.name(m.source)))
+        .map(|(_, m)| {
+            let mut event = m.to_json(sources.name(m.source));
+            if !caller.sees_clear_pii() {
+                views::mask_event(&mut event);
+            }
+            event
+        })
         .collect();
     Ok(Json(json!({
         "profile": app.engine.state().book.resolve(id),
@@ -211,6 +242,7 @@ pub async fn events(
 /// `GET /api/v1/profiles/{id}/merges`.
 pub async fn merges(
     State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<ProfileId>,
 ) -> Result<Json<Value>, ApiError> {
     let state = app.engine.state();
@@ -218,9 +250,11 @@ pub async fn merges(
         .book
         .get(id)
         .ok_or_else(|| ApiError::NotFound(format!("no profile {id}")))?;
-    Ok(Json(
-        json!({"profile": p.id, "merges": merges_json(&p.history, &app.engine.sources())}),
-    ))
+    let mut history = merges_json(&p.history, &app.engine.sources());
+    if !caller.sees_clear_pii() {
+        views::mask_merges(&mut history);
+    }
+    Ok(Json(json!({"profile": p.id, "merges": history})))
 }
 
 /// Body of the unmerge call.
@@ -237,6 +271,7 @@ pub struct Unmerge {
 /// `POST /api/v1/profiles/{id}/unmerge` with `{"type", "value"}`.
 pub async fn unmerge(
     State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<ProfileId>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -248,7 +283,7 @@ pub async fn unmerge(
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     let profiles: Vec<Value> = parts
         .iter()
-        .filter_map(|p| profile_value(&app, *p).ok())
+        .filter_map(|p| profile_value(&app, *p, &caller).ok())
         .collect();
     Ok(Json(json!({ "profiles": profiles })))
 }
@@ -259,6 +294,7 @@ pub async fn unmerge(
 /// `DIR/imports/`.
 pub async fn import(
     State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     mut form: axum::extract::Multipart,
 ) -> Result<Json<Value>, ApiError> {
@@ -329,8 +365,103 @@ pub async fn import(
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
     .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(Json(json!({
+    let mut answer = json!({
         "summary": summary,
         "reject_file": (summary.rejected > 0).then(|| reject_path.display().to_string()),
-    })))
+    });
+    if !caller.sees_clear_pii() {
+        // Reject reasons may quote a cell.
+        views::mask_tree(&mut answer["summary"]["first_rejects"]);
+    }
+    Ok(Json(answer))
+}
+
+/// `GET /api/v1/openapi.json`.
+pub async fn openapi(State(app): State<Arc<App>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        app.openapi.clone(),
+    )
+}
+
+/// A token as listed: never its secret or hash.
+fn token_view(t: &crate::access::TokenEntry) -> Value {
+    json!({"name": t.name, "role": t.role, "created_at": t.created_at})
+}
+
+/// `GET /api/v1/tokens`.
+pub async fn list_tokens(State(app): State<Arc<App>>) -> Json<Value> {
+    let tokens: Vec<Value> = app
+        .access
+        .with_tokens(|t| t.list().iter().map(token_view).collect());
+    Json(json!({ "tokens": tokens }))
+}
+
+/// Body of `POST /api/v1/tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// `analyst`, `operator` or `admin`.
+    pub role: String,
+    /// Unique name (made up when absent).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `POST /api/v1/tokens`: the answer holds the token; it is not stored and not shown again.
+pub async fn add_token(
+    State(app): State<Arc<App>>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let req: NewToken = parse_body(&body)?;
+    let role = Role::parse(&req.role)?;
+    let (entry, secret) = app
+        .access
+        .with_tokens(|t| t.add(req.name.as_deref(), role))?;
+    let mut view = token_view(&entry);
+    view["token"] = json!(secret);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// `DELETE /api/v1/tokens/{name}`.
+pub async fn delete_token(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let removed = app.access.with_tokens(|t| t.remove(&name))?;
+    Ok(Json(json!({ "deleted": token_view(&removed) })))
+}
+
+/// Query of the audit log.
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    /// Entries to answer (default 100, at most 10000).
+    pub limit: Option<usize>,
+    /// ISO-8601 instant: only entries at or after it.
+    pub since: Option<String>,
+}
+
+/// `GET /api/v1/audit?limit=N&since=ISO`: newest first.
+pub async fn audit(
+    State(app): State<Arc<App>>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let since = match q.since.as_deref() {
+        None => None,
+        // A `+` of an offset arrives as a space when the client did not escape it.
+        Some(s) => Some(
+            portrait_core::time::parse_iso(s)
+                .or_else(|| portrait_core::time::parse_iso(&s.replace(' ', "+")))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("since `{s}` is not an ISO-8601 instant"))
+                })?,
+        ),
+    };
+    let app2 = app.clone();
+    let entries = tokio::task::spawn_blocking(move || app2.audit.read(limit, since))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(format!("cannot read the audit log: {e}")))?;
+    Ok(Json(json!({ "entries": entries })))
 }

@@ -24,9 +24,12 @@ pub enum ApiError {
     /// A request parameter is invalid.
     #[error("{0}")]
     BadRequest(String),
-    /// Missing or unknown write key / admin token.
+    /// Missing or unknown write key / API token.
     #[error("{0}")]
     Unauthorized(String),
+    /// A known token whose role does not allow the call.
+    #[error("{0}")]
+    Forbidden(String),
     /// No such object.
     #[error("{0}")]
     NotFound(String),
@@ -57,6 +60,7 @@ impl ApiError {
             Self::InvalidMessage { .. } => ("invalid_message", StatusCode::BAD_REQUEST),
             Self::BadRequest(_) => ("bad_request", StatusCode::BAD_REQUEST),
             Self::Unauthorized(_) => ("unauthorized", StatusCode::UNAUTHORIZED),
+            Self::Forbidden(_) => ("forbidden", StatusCode::FORBIDDEN),
             Self::NotFound(_) => ("not_found", StatusCode::NOT_FOUND),
             Self::Conflict(_) => ("conflict", StatusCode::CONFLICT),
             Self::TooLarge { .. } => ("too_large", StatusCode::PAYLOAD_TOO_LARGE),
@@ -68,16 +72,37 @@ impl ApiError {
 
 impl From<portrait_store::StoreError> for ApiError {
     fn from(e: portrait_store::StoreError) -> Self {
+        use portrait_core::profile::ProfileError;
         use portrait_store::StoreError as E;
         match e {
             E::Busy => Self::Busy,
             E::Source(m) if m.contains("already") => Self::Conflict(m),
             E::Source(m) => Self::BadRequest(m),
             E::Profile(p) => match p {
-                portrait_core::profile::ProfileError::NoProfile(_) => Self::NotFound(p.to_string()),
+                ProfileError::NoProfile(_) => Self::NotFound(p.to_string()),
+                // Name the type only: the value is personal.
+                ProfileError::NotLinked {
+                    profile,
+                    identifier,
+                } => Self::BadRequest(format!(
+                    "that {} is not linked to profile {profile}",
+                    identifier.split_once(':').map_or("identifier", |(k, _)| k)
+                )),
                 other => Self::BadRequest(other.to_string()),
             },
             other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::access::AccessError> for ApiError {
+    fn from(e: crate::access::AccessError) -> Self {
+        use crate::access::AccessError as E;
+        match e {
+            E::UnknownRole(_) | E::BadName(_) => Self::BadRequest(e.to_string()),
+            E::NameTaken(_) => Self::Conflict(e.to_string()),
+            E::NoToken(_) => Self::NotFound(e.to_string()),
+            E::Corrupt { .. } | E::Io { .. } => Self::Internal(e.to_string()),
         }
     }
 }

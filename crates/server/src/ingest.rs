@@ -190,7 +190,8 @@ fn parse_one(
         .map_err(|e| ApiError::InvalidMessage {
             index,
             field: e.field,
-            reason: e.reason,
+            // A reason may quote a value: no phone number or e-mail address goes back out.
+            reason: portrait_store::views::scrub_text(&e.reason).unwrap_or(e.reason),
         })
 }
 

@@ -1,23 +1,26 @@
 //! Portrait's HTTP edge: the Segment-compatible ingest API (`/v1/...`, write keys) and the
-//! admin API (`/api/v1/...`, bearer token). Handlers translate HTTP to engine calls; every
-//! error goes through the one table in [`error`].
+//! admin API (`/api/v1/...`, API tokens with roles). Handlers translate HTTP to engine calls;
+//! every error goes through the one table in [`error`]; every admin route, its permission and
+//! its documentation come from the one table in [`routes`].
 
+pub mod access;
 pub mod admin;
+pub mod audit;
 pub mod error;
 pub mod imports;
 pub mod ingest;
+pub mod openapi;
+pub mod routes;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::header;
-use axum::middleware::{self, Next};
-use axum::response::Response;
-use axum::routing::{get, patch, post};
+use axum::routing::{get, post};
 use axum::Router;
 use portrait_store::Engine;
 
+pub use access::{AccessError, Caller, Role};
 pub use error::ApiError;
 pub use ingest::Limits;
 
@@ -27,8 +30,36 @@ pub struct App {
     pub engine: Arc<Engine>,
     /// Ingest size limits.
     pub limits: Limits,
-    /// The admin bearer token.
-    pub admin_token: String,
+    /// The admin token and `DIR/tokens.json`.
+    pub access: access::Access,
+    /// `DIR/audit.jsonl`.
+    pub audit: audit::AuditLog,
+    /// The OpenAPI document, serialised once.
+    pub openapi: String,
+}
+
+impl App {
+    /// The state of a server on `engine`'s data directory: loads `DIR/tokens.json` (refusing a
+    /// file with unknown roles) and opens `DIR/audit.jsonl`.
+    pub fn new(
+        engine: Arc<Engine>,
+        limits: Limits,
+        admin_token: &str,
+    ) -> Result<Self, AccessError> {
+        let dir = engine.dir().to_path_buf();
+        let access = access::Access::open(&dir, admin_token)?;
+        let audit = audit::AuditLog::open(&dir).map_err(|source| AccessError::Io {
+            path: dir.join("audit.jsonl"),
+            source,
+        })?;
+        Ok(Self {
+            engine,
+            limits,
+            access,
+            audit,
+            openapi: openapi::document_json(),
+        })
+    }
 }
 
 /// Resolves the admin token: `PORTRAIT_ADMIN_TOKEN` if given, else `DIR/admin_token`, else a
@@ -46,7 +77,7 @@ pub fn admin_token(dir: &Path, from_env: Option<String>) -> std::io::Result<(Str
     }
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let token = format!("pat_{:032x}", rand::random::<u128>());
+    let token = access::new_token();
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -58,59 +89,29 @@ pub fn admin_token(dir: &Path, from_env: Option<String>) -> std::io::Result<(Str
     Ok((token, true))
 }
 
-async fn require_admin(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if given.map(str::trim) != Some(app.admin_token.as_str()) {
-        use axum::response::IntoResponse;
-        return ApiError::Unauthorized(
-            "the admin API needs `Authorization: Bearer <admin token>`".into(),
-        )
-        .into_response();
-    }
-    next.run(req).await
-}
-
 /// The full router.
 pub fn router(app: Arc<App>) -> Router {
-    let admin = Router::new()
-        .route("/stats", get(admin::stats))
-        .route("/sources", get(admin::list_sources).post(admin::add_source))
-        .route("/sources/{name}", patch(admin::patch_source))
-        .route("/sources/{name}/keys", post(admin::add_key))
-        .route(
-            "/sources/{name}/import",
-            post(admin::import).layer(axum::extract::DefaultBodyLimit::max(1 << 30)),
-        )
-        .route("/profiles/{id}", get(admin::profile))
-        .route("/profiles/{id}/events", get(admin::events))
-        .route("/profiles/{id}/merges", get(admin::merges))
-        .route("/profiles/{id}/unmerge", post(admin::unmerge))
-        .route(
-            "/profiles/by-identifier/{kind}/{value}",
-            get(admin::by_identifier),
-        )
-        .layer(middleware::from_fn_with_state(app.clone(), require_admin));
     Router::new()
         .route("/v1/batch", post(ingest::batch))
         .route("/v1/import", post(ingest::batch))
         .route("/v1/{kind}", post(ingest::single))
         .route("/health", get(|| async { "ok" }))
-        .nest("/api/v1", admin)
+        .merge(routes::admin_router(&app))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(app)
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves. Handlers see the peer address (`ConnectInfo<SocketAddr>`),
+/// which the audit log records.
 pub async fn serve(
     app: Arc<App>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

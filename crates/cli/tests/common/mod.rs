@@ -62,6 +62,20 @@ fn free_port() -> SocketAddr {
 impl Server {
     /// Starts `portrait serve` on `data` with extra args and waits for `/health`.
     pub fn start(data: &Path, extra: &[&str]) -> Server {
+        Self::start_with_stderr(data, extra, None)
+    }
+
+    /// Like [`Server::start`], with the server's stderr appended to `log` when given.
+    pub fn start_with_stderr(data: &Path, extra: &[&str], log: Option<&Path>) -> Server {
+        let stderr = || match log {
+            Some(path) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map(Stdio::from)
+                .expect("open the stderr log"),
+            None => Stdio::null(),
+        };
         for _ in 0..5 {
             let addr = free_port();
             let child = Command::new(bin())
@@ -75,7 +89,7 @@ impl Server {
                 .args(extra)
                 .env("PORTRAIT_ADMIN_TOKEN", TOKEN)
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(stderr())
                 .spawn()
                 .expect("spawn portrait serve");
             let mut server = Server {
@@ -162,6 +176,46 @@ impl Server {
             ],
             body.as_bytes(),
         )
+    }
+}
+
+impl Server {
+    /// Sends a request with `Authorization: Bearer TOKEN` (no header when `token` is `None`).
+    pub fn request_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Response {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a));
+        }
+        self.request(method, path, &headers, body)
+    }
+
+    /// GETs with a bearer token.
+    pub fn get_as(&self, token: &str, path: &str) -> Response {
+        self.request_as(Some(token), "GET", path, b"")
+    }
+
+    /// Stops the server as Ctrl-C does (SIGINT) and waits for it to exit cleanly (snapshot,
+    /// flushed logs); SIGKILL after 30 s.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
