@@ -11,8 +11,22 @@ use portrait_store::{Engine, EngineOptions, SourceKind};
 
 /// Opens the engine on a data directory.
 pub fn open(data: &Path) -> Result<Engine> {
-    Engine::open(data, EngineOptions::default())
-        .with_context(|| format!("cannot open data directory {}", data.display()))
+    open_with(data, None).map(|(engine, _)| engine)
+}
+
+/// Opens the engine with the data directory's keyring (found or created by [`crate::keys`]).
+pub fn open_with(
+    data: &Path,
+    key_file: Option<&Path>,
+) -> Result<(Engine, Arc<portrait_store::crypto::Keyring>)> {
+    let keyring = crate::keys::keyring(data, key_file)?;
+    let options = EngineOptions {
+        keyring: Some(keyring.clone()),
+        ..EngineOptions::default()
+    };
+    let engine = Engine::open(data, options)
+        .with_context(|| format!("cannot open data directory {}", data.display()))?;
+    Ok((engine, keyring))
 }
 
 /// A server running on its own runtime thread.
@@ -169,8 +183,9 @@ pub fn serve(
     listen: SocketAddr,
     limits: portrait_server::Limits,
     compact_every: u64,
+    key_file: Option<&Path>,
 ) -> Result<()> {
-    let engine = Arc::new(open(data)?);
+    let engine = Arc::new(open_with(data, key_file)?.0);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let compactor = spawn_compactor(engine.clone(), compact_every, stop.clone())?;
     let (token, created) =
@@ -441,4 +456,70 @@ pub fn import(
         println!("{line}");
     }
     Ok(total)
+}
+
+/// `portrait erase`.
+pub fn erase(
+    data: &Path,
+    id: Option<u32>,
+    identifier: Option<&str>,
+    file: Option<&Path>,
+) -> Result<()> {
+    let engine = open(data)?;
+    let mut targets: Vec<ProfileId> = id.into_iter().collect();
+    let mut texts: Vec<String> = identifier.map(str::to_string).into_iter().collect();
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        texts.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string),
+        );
+    }
+    if targets.is_empty() && texts.is_empty() {
+        bail!("give --id N, --identifier type:value or --file FILE");
+    }
+    let mut not_found = 0;
+    for (line, text) in texts.iter().enumerate() {
+        let ident =
+            parse_identifier(&engine, text).with_context(|| format!("entry {}", line + 1))?;
+        match engine.state().book.by_identifier(&ident) {
+            Some(p) => targets.push(p),
+            None => not_found += 1,
+        }
+    }
+    targets.sort_unstable();
+    targets.dedup();
+    for profile in targets {
+        let r = portrait_server::erasure::erase(&engine, profile)?;
+        println!(
+            "erased profile {} ({}): {} events, {} identifiers suppressed, {} lake rows, {} reject lines",
+            r.profile, r.id, r.events, r.identifiers, r.lake_rows, r.reject_lines
+        );
+    }
+    if not_found > 0 {
+        println!("{not_found} identifiers matched no profile");
+    }
+    Ok(())
+}
+
+/// `portrait keys rotate`.
+pub fn rotate_keys(data: &Path, new_master: Option<&Path>) -> Result<()> {
+    let (engine, keyring) = open_with(data, None)?;
+    let n = engine.rotate_data_key()?;
+    println!(
+        "re-encrypted {n} records under data key {:08x}",
+        keyring.active()
+    );
+    if let Some(path) = new_master {
+        let master = portrait_store::crypto::MasterKey::from_file(path)?;
+        keyring.rewrap(master)?;
+        println!(
+            "the keyring is now wrapped by the master key in {}; the old key no longer opens it",
+            path.display()
+        );
+    }
+    Ok(())
 }

@@ -182,10 +182,7 @@ pub fn demo(o: &DemoOptions) -> Result<()> {
     generate(&input, &opts)?;
     let specs = portrait_gen::manifest(&input)?;
 
-    let engine = Arc::new(Engine::open(
-        &data,
-        portrait_store::EngineOptions::default(),
-    )?);
+    let engine = Arc::new(crate::commands::open_with(&data, None)?.0);
     let mut keys = Vec::new();
     for spec in &specs {
         let kind = SourceKind::parse(&spec.kind)?;

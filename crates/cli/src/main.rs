@@ -3,6 +3,7 @@
 mod commands;
 mod demo;
 mod http;
+mod keys;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +46,30 @@ enum Command {
         /// Compact new events into the Parquet lake every N seconds (0: never).
         #[arg(long, default_value_t = 300)]
         compact_every: u64,
+        /// Master key file (default: PORTRAIT_MASTER_KEY, PORTRAIT_KEY_FILE, or DIR.key beside
+        /// the data directory, created on first start).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// Erase people from every store (log, profile, identity links, lake, reject files).
+    Erase {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Profile id.
+        #[arg(long)]
+        id: Option<u32>,
+        /// Identifier as `type:value`.
+        #[arg(long)]
+        identifier: Option<String>,
+        /// A file with one `type:value` identifier per line.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Encryption keys of a data directory.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Compact the event log into Parquet (DIR/lake) for the batch engine.
     Compact {
@@ -197,6 +222,27 @@ enum TokenCommand {
 }
 
 #[derive(Subcommand)]
+enum KeysCommand {
+    /// Start a new data key and re-encrypt every record under it; optionally rewrap the
+    /// keyring under a new master key.
+    Rotate {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Also move to this new master key file (64 hex characters; create one with
+        /// `portrait keys new --out FILE`).
+        #[arg(long)]
+        new_master_key_file: Option<PathBuf>,
+    },
+    /// Write a new random master key file (mode 0600).
+    New {
+        /// Where to write it (outside the data directory).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum SourceCommand {
     /// Add a source and print its write key.
     Add {
@@ -248,12 +294,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_batch_bytes,
             max_message_bytes,
             compact_every,
+            key_file,
         } => {
             let limits = portrait_server::Limits {
                 message_bytes: max_message_bytes,
                 batch_bytes: max_batch_bytes,
             };
-            commands::serve(&data, listen, limits, compact_every)
+            commands::serve(&data, listen, limits, compact_every, key_file.as_deref())
+        }
+        Command::Erase {
+            data,
+            id,
+            identifier,
+            file,
+        } => commands::erase(&data, id, identifier.as_deref(), file.as_deref()),
+        Command::Keys {
+            command:
+                KeysCommand::Rotate {
+                    data,
+                    new_master_key_file,
+                },
+        } => commands::rotate_keys(&data, new_master_key_file.as_deref()),
+        Command::Keys {
+            command: KeysCommand::New { out },
+        } => {
+            portrait_store::crypto::MasterKey::generate().write_new_file(&out)?;
+            println!("{}", out.display());
+            Ok(())
         }
         Command::Compact { data, rebuild } => commands::compact(&data, rebuild),
         Command::Source {

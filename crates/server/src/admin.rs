@@ -159,7 +159,7 @@ pub async fn profile(
 }
 
 /// Normalises an identifier from a URL or body. Errors name the type, never the value.
-fn identifier(app: &App, kind: &str, value: &str) -> Result<Identifier, ApiError> {
+pub(crate) fn identifier(app: &App, kind: &str, value: &str) -> Result<Identifier, ApiError> {
     let config = app.engine.identity();
     if config.rank(kind).is_none() {
         let known: Vec<&str> = config.types.iter().map(|t| t.name.as_str()).collect();

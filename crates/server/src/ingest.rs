@@ -207,5 +207,6 @@ async fn commit(app: &App, messages: Vec<Message>) -> Result<Json<Value>, ApiErr
         "success": true,
         "accepted": report.accepted,
         "duplicates": report.duplicates,
+        "suppressed": report.suppressed,
     })))
 }

@@ -6,6 +6,7 @@
 pub mod access;
 pub mod admin;
 pub mod audit;
+pub mod erasure;
 pub mod error;
 pub mod imports;
 pub mod ingest;
