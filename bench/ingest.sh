@@ -12,6 +12,8 @@ B=target/release
 DIR=$(mktemp -d)
 PORT=$((20000 + RANDOM % 20000))
 trap 'kill $PID 2>/dev/null || true; rm -rf "$DIR"' EXIT
+# Encryption at rest is on, as in production; the key stays in the environment.
+export PORTRAIT_MASTER_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 $B/portrait source add --data "$DIR" app --kind app --write-key bench-write-key >/dev/null
 PORTRAIT_ADMIN_TOKEN=bench $B/portrait serve --data "$DIR" --listen 127.0.0.1:$PORT --compact-every 0 2>/dev/null &
 PID=$!
