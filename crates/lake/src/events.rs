@@ -66,7 +66,8 @@ fn dict() -> DataType {
     DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
 }
 
-fn utc_ms() -> DataType {
+/// Millisecond timestamps in UTC, the lake's time type.
+pub(crate) fn utc_ms() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }
 

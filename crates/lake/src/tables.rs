@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use arrow::array::{
     ArrayRef, ListBuilder, StringBuilder, TimestampMillisecondArray, UInt32Array, UInt64Array,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -17,14 +17,11 @@ use portrait_core::{Profile, ProfileId};
 use portrait_store::Engine;
 
 use crate::error::LakeError;
+use crate::events::utc_ms;
 use crate::files::write_parquet;
 
 /// Profiles copied per read-lock acquisition (and per row group).
 const CHUNK: u32 = 65_536;
-
-fn utc_ms() -> DataType {
-    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
-}
 
 /// Schema of `profiles.parquet`.
 pub fn profiles_schema() -> SchemaRef {

@@ -189,14 +189,19 @@ pub async fn by_identifier(
     Extension(caller): Extension<Caller>,
     Path((kind, value)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let ident = identifier(&app, &kind, &value)?;
-    let id = app
-        .engine
+    let id = profile_of(&app, &kind, &value)?;
+    profile_value(&app, id, &caller).map(Json)
+}
+
+/// The profile holding an identifier given as type and raw value (404 when none does; the
+/// value is never echoed).
+pub(crate) fn profile_of(app: &App, kind: &str, value: &str) -> Result<ProfileId, ApiError> {
+    let ident = identifier(app, kind, value)?;
+    app.engine
         .state()
         .book
         .by_identifier(&ident)
-        .ok_or_else(|| ApiError::NotFound(format!("no profile has this {kind}")))?;
-    profile_value(&app, id, &caller).map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no profile has this {kind}")))
 }
 
 /// Query of the timeline.

@@ -213,13 +213,7 @@ pub mod http {
         State(app): State<Arc<App>>,
         Path((kind, value)): Path<(String, String)>,
     ) -> Result<Json<Value>, ApiError> {
-        let ident = crate::admin::identifier(&app, &kind, &value)?;
-        let id = app
-            .engine
-            .state()
-            .book
-            .by_identifier(&ident)
-            .ok_or_else(|| ApiError::NotFound(format!("no profile has this {kind}")))?;
+        let id = crate::admin::profile_of(&app, &kind, &value)?;
         Ok(Json(json!(run(app, id).await?)))
     }
 

@@ -1,20 +1,12 @@
 //! Engine behaviour: durability across reopen, dedup, snapshots, merges and unmerge.
 
 use portrait_core::segment::{parse_message, Envelope};
-use portrait_core::{Identifier, IdentityConfig, Message};
+use portrait_core::{Identifier, Message};
+mod common;
+
+use common::msg;
 use portrait_store::{Engine, EngineOptions};
 use serde_json::{json, Value};
-
-fn msg(v: Value) -> Message {
-    let env = Envelope {
-        source: 1,
-        received_at: 1_700_000_000_000,
-        ..Default::default()
-    };
-    parse_message(&v, &env, &IdentityConfig::default())
-        .expect("valid message")
-        .message
-}
 
 fn identify(mid: &str, user: &str, traits: Value) -> Message {
     msg(

@@ -2,22 +2,13 @@
 
 use std::sync::Arc;
 
-use portrait_core::segment::{parse_message, Envelope};
-use portrait_core::{Identifier, IdentityConfig, Message};
+use portrait_core::{Identifier, Message};
+mod common;
+
+use common::msg;
 use portrait_store::crypto::{Keyring, MasterKey};
 use portrait_store::{Engine, EngineOptions};
-use serde_json::{json, Value};
-
-fn msg(v: Value) -> Message {
-    let env = Envelope {
-        source: 1,
-        received_at: 1_700_000_000_000,
-        ..Default::default()
-    };
-    parse_message(&v, &env, &IdentityConfig::default())
-        .expect("valid message")
-        .message
-}
+use serde_json::json;
 
 fn person(n: u32) -> Vec<Message> {
     vec![
