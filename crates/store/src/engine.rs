@@ -333,6 +333,7 @@ impl Engine {
             max_group: options.max_group,
             snapshot_every: options.snapshot_every,
             since_snapshot: replayed,
+            writing: None,
         };
         let handle = std::thread::Builder::new()
             .name("portrait-committer".into())
@@ -605,6 +606,8 @@ struct Committer {
     max_group: usize,
     snapshot_every: u64,
     since_snapshot: u64,
+    /// A snapshot being written in the background.
+    writing: Option<std::thread::JoinHandle<Result<()>>>,
 }
 
 impl Committer {
@@ -652,7 +655,7 @@ impl Committer {
                 break;
             }
             if self.since_snapshot >= self.snapshot_every {
-                if let Err(e) = self.snapshot() {
+                if let Err(e) = self.snapshot_in_background() {
                     tracing::error!(error = %e, "snapshot failed");
                 }
             }
@@ -662,6 +665,7 @@ impl Committer {
                 tracing::error!(error = %e, "snapshot at shutdown failed");
             }
         }
+        self.wait_for_snapshot();
     }
 
     fn commit_messages(
@@ -866,7 +870,40 @@ impl Committer {
         Ok(rewritten)
     }
 
+    /// Writes a snapshot and waits until it is durable.
     fn snapshot(&mut self) -> Result<()> {
+        let bytes = self.encode_snapshot()?;
+        write_atomic(&self.dir.join("snapshot.bin"), &bytes)
+    }
+
+    /// Encodes a snapshot under the state lock (the part that must see a consistent state) and
+    /// leaves writing and syncing it to a background thread, so acknowledgements stall only for
+    /// the encoding. A failed write is logged; the previous snapshot stays valid and the log
+    /// still holds everything.
+    fn snapshot_in_background(&mut self) -> Result<()> {
+        let bytes = self.encode_snapshot()?;
+        let path = self.dir.join("snapshot.bin");
+        let handle = std::thread::Builder::new()
+            .name("portrait-snapshot".into())
+            .spawn(move || write_atomic(&path, &bytes))
+            .map_err(StoreError::io(&self.dir))?;
+        self.writing = Some(handle);
+        Ok(())
+    }
+
+    /// Waits for a snapshot still being written (snapshots land in order).
+    fn wait_for_snapshot(&mut self) {
+        if let Some(handle) = self.writing.take() {
+            match handle.join() {
+                Ok(Err(e)) => tracing::error!(error = %e, "background snapshot failed"),
+                Err(_) => tracing::error!("background snapshot thread panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+
+    fn encode_snapshot(&mut self) -> Result<Vec<u8>> {
+        self.wait_for_snapshot();
         let started = Instant::now();
         let state = self.state.read();
         let snap = SnapshotRef {
@@ -879,13 +916,12 @@ impl Committer {
         let mut bytes = Vec::new();
         self.codec.encode(&snap, &mut bytes)?;
         drop(state);
-        write_atomic(&self.dir.join("snapshot.bin"), &bytes)?;
         self.since_snapshot = 0;
         tracing::info!(
             bytes = bytes.len(),
             ms = started.elapsed().as_millis() as u64,
-            "snapshot written"
+            "snapshot encoded"
         );
-        Ok(())
+        Ok(bytes)
     }
 }
