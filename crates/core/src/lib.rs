@@ -7,6 +7,8 @@
 //!    extracting and normalising its identifiers through an [`IdentityConfig`].
 //! 2. [`ProfileBook::apply`] resolves the message's identifiers to one profile (creating or
 //!    merging profiles under per-type limits) and folds the message into that profile.
+//!    [`ProfileBook::apply_batch`] does the same for a run of messages (a group commit, a
+//!    replay), with the same result, overlapping the index lookups of neighbouring messages.
 
 pub mod hash;
 pub mod identity;

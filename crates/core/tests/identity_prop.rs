@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use portrait_core::{
-    Identifier, IdentifierType, IdentityConfig, Message, MessageKind, Normalizer, Profile,
-    ProfileBook, ProfileId,
+    ApplyOutcome, Identifier, IdentifierType, IdentityConfig, Message, MessageKind, Normalizer,
+    Profile, ProfileBook, ProfileId,
 };
 use proptest::prelude::*;
 
@@ -191,6 +191,34 @@ impl World {
             self.log.push(m);
             return;
         }
+        self.unmerge(op, None);
+    }
+
+    /// Applies a run of `Apply` ops through one `apply_batch_window` call (`window` messages
+    /// probed ahead at a time); returns the outcomes.
+    fn step_batch(&mut self, ops: &[Op], window: usize) -> Vec<ApplyOutcome> {
+        let config = self.book.config().clone();
+        let first = self.log.len();
+        for op in ops {
+            let m = message(op, self.log.len(), &config).expect("an Apply op");
+            self.log.push(m);
+        }
+        let batch: Vec<(&Message, u64)> = self.log[first..]
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m, (first + i) as u64))
+            .collect();
+        let outs = self.book.apply_batch_window(&batch, window);
+        for out in &outs {
+            self.returned.insert(out.profile);
+            self.returned.extend(&out.merged);
+        }
+        outs
+    }
+
+    /// An operator unmerge. The events are replayed one `apply` at a time, or through
+    /// `apply_batch_window` with the given window.
+    fn unmerge(&mut self, op: &Op, replay_window: Option<usize>) {
         let Op::Unmerge {
             profile,
             identifier,
@@ -216,10 +244,21 @@ impl World {
             .book
             .begin_unmerge(target, &cut)
             .expect("valid unmerge");
-        let mut parts: Vec<ProfileId> = refs
-            .iter()
-            .map(|r| self.book.apply(&self.log[*r as usize], *r).profile)
-            .collect();
+        let mut parts: Vec<ProfileId> = match replay_window {
+            None => refs
+                .iter()
+                .map(|r| self.book.apply(&self.log[*r as usize], *r).profile)
+                .collect(),
+            Some(window) => {
+                let batch: Vec<(&Message, u64)> =
+                    refs.iter().map(|r| (&self.log[*r as usize], *r)).collect();
+                self.book
+                    .apply_batch_window(&batch, window)
+                    .iter()
+                    .map(|out| out.profile)
+                    .collect()
+            }
+        };
         parts.sort_unstable();
         parts.dedup();
         self.book.finish_unmerge(target, &cut, &parts, 0);
@@ -393,6 +432,62 @@ proptest! {
         for op in &ops {
             b.step(op);
         }
+        prop_assert_eq!(snapshot(&a.book), snapshot(&b.book));
+        prop_assert_eq!(
+            (a.book.live(), a.book.merges(), a.book.identifiers(), a.book.id_space()),
+            (b.book.live(), b.book.merges(), b.book.identifiers(), b.book.id_space())
+        );
+    }
+
+    /// `apply_batch` gives exactly what `apply` on each message in turn gives: the same
+    /// outcomes and the same book, with merges, limits and unmerges (between batches, their
+    /// replays batched too) in the stream. Small probe windows put window edges everywhere, so
+    /// hints made stale by earlier messages of a window are exercised.
+    #[test]
+    fn apply_batch_equals_sequential_apply(
+        tight in any::<bool>(),
+        ops in proptest::collection::vec((op(), 0u8..4), 1..120),
+        window in prop_oneof![1usize..6, Just(portrait_core::profile::PROBE_WINDOW)],
+    ) {
+        let mut a = World::new(tight);
+        let mut b = World::new(tight);
+        let mut outs_a = Vec::new();
+        let mut outs_b = Vec::new();
+        let mut pending: Vec<Op> = Vec::new();
+        let flush = |b: &mut World, pending: &mut Vec<Op>, outs_b: &mut Vec<ApplyOutcome>| {
+            if !pending.is_empty() {
+                outs_b.extend(b.step_batch(pending, window));
+                pending.clear();
+            }
+        };
+        for (op, end) in &ops {
+            match op {
+                Op::Apply { .. } => {
+                    let config = a.book.config().clone();
+                    let m = message(op, a.log.len(), &config).expect("apply");
+                    let at = a.log.len() as u64;
+                    let out = a.book.apply(&m, at);
+                    a.returned.insert(out.profile);
+                    a.returned.extend(&out.merged);
+                    a.log.push(m);
+                    outs_a.push(out);
+                    pending.push(op.clone());
+                    // A batch ends after this message one time in four.
+                    if *end == 0 {
+                        flush(&mut b, &mut pending, &mut outs_b);
+                    }
+                }
+                Op::Unmerge { .. } => {
+                    flush(&mut b, &mut pending, &mut outs_b);
+                    a.unmerge(op, None);
+                    b.unmerge(op, Some(window));
+                    prop_assert_eq!(snapshot(&a.book), snapshot(&b.book));
+                }
+            }
+        }
+        flush(&mut b, &mut pending, &mut outs_b);
+        b.check()?;
+        prop_assert_eq!(&outs_a, &outs_b);
         prop_assert_eq!(snapshot(&a.book), snapshot(&b.book));
         prop_assert_eq!(
             (a.book.live(), a.book.merges(), a.book.identifiers(), a.book.id_space()),
