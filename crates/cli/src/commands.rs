@@ -84,16 +84,38 @@ pub fn spawn_server(
     listen: SocketAddr,
     token: String,
 ) -> Result<ServerHandle> {
+    start_server(
+        engine,
+        listen,
+        &token,
+        portrait_server::Limits::default(),
+        true,
+    )
+}
+
+/// Starts the HTTP server in a background thread; with `fallback`, a taken address falls back
+/// to a free loopback port (the demo), otherwise it is an error (`serve`).
+fn start_server(
+    engine: Arc<Engine>,
+    listen: SocketAddr,
+    token: &str,
+    limits: portrait_server::Limits,
+    fallback: bool,
+) -> Result<ServerHandle> {
     let listener = std::net::TcpListener::bind(listen)
         .or_else(|e| {
+            if !fallback {
+                return Err(e);
+            }
             eprintln!("note: {listen} is taken ({e}); using a free port instead");
             std::net::TcpListener::bind("127.0.0.1:0")
         })
-        .context("cannot listen")?;
+        .with_context(|| format!("cannot listen on {listen}"))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let limits = portrait_server::Limits::default();
-    let app = Arc::new(portrait_server::App::new(engine, limits, &token)?);
+    let app = Arc::new(
+        portrait_server::App::new(engine, limits, token).context("cannot load the API tokens")?,
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("portrait-http".into())
@@ -191,31 +213,19 @@ pub fn serve(
     let (token, created) =
         portrait_server::admin_token(data, std::env::var("PORTRAIT_ADMIN_TOKEN").ok())
             .context("cannot read or create the admin token")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let app = Arc::new(
-        portrait_server::App::new(engine.clone(), limits, &token)
-            .context("cannot load the API tokens")?,
+    let server = start_server(engine.clone(), listen, &token, limits, false)?;
+    eprintln!(
+        "Portrait is serving {} on http://{}",
+        data.display(),
+        server.addr
     );
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        let addr = listener.local_addr()?;
-        eprintln!("Portrait is serving {} on http://{addr}", data.display());
-        if created {
-            eprintln!(
-                "Admin token (shown once; stored in {}/admin_token): {token}",
-                data.display()
-            );
-        }
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        portrait_server::serve(app, listener, shutdown).await?;
-        anyhow::Ok(())
-    })?;
+    if created {
+        eprintln!(
+            "Admin token (shown once; stored in {}/admin_token): {token}",
+            data.display()
+        );
+    }
+    server.wait_ctrl_c();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = compactor.join();
     engine.close();
