@@ -295,19 +295,15 @@ pub fn parse_identifier(engine: &Engine, text: &str) -> Result<Identifier> {
     let (kind, value) = text.split_once(':').ok_or_else(|| {
         anyhow!("identifier `{text}` must be `type:value`, e.g. phone:13800000000")
     })?;
-    let config = engine.identity();
-    if config.rank(kind).is_none() {
-        let known: Vec<&str> = config.types.iter().map(|t| t.name.as_str()).collect();
-        bail!(
-            "unknown identifier type `{kind}`; known: {}",
-            known.join(", ")
-        );
-    }
-    Ok(match config.normalize(kind, value) {
-        Ok(v) => Identifier::new(kind, v),
-        Err(_) if value.contains(':') => Identifier::new(kind, value),
-        Err(reason) => bail!("{kind} `{value}`: {reason}"),
-    })
+    engine
+        .identity()
+        .lookup_identifier(kind, value)
+        .map_err(|e| match e {
+            portrait_core::identity::LookupError::Invalid(reason) => {
+                anyhow!("{kind} `{value}`: {reason}")
+            }
+            other => anyhow!("{other}"),
+        })
 }
 
 /// `portrait profile`.

@@ -88,6 +88,22 @@ pub const DEFAULT_BLOCKED: &[&str] = &[
     "na",
 ];
 
+/// Why an operator-typed identifier cannot be looked up. Never carries the value itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// No such identifier type.
+    #[error("unknown identifier type `{kind}`; known: {}", known.join(", "))]
+    UnknownType {
+        /// The type asked for.
+        kind: String,
+        /// The configured types.
+        known: Vec<String>,
+    },
+    /// The value is not a valid identifier of its type.
+    #[error("{0}")]
+    Invalid(&'static str),
+}
+
 /// The identity resolution configuration: identifier types in priority order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -220,6 +236,24 @@ impl IdentityConfig {
             Some(scope) => Identifier::new(kind, format!("{scope}:{value}")),
             None => Identifier::new(kind, value),
         })
+    }
+
+    /// An identifier typed by an operator (URL, CLI) for a lookup: the type must exist, the
+    /// value is normalised; a value that does not normalise but holds `:` (a scoped value such as
+    /// `appid:openid`) is taken as typed.
+    pub fn lookup_identifier(&self, kind: &str, value: &str) -> Result<Identifier, LookupError> {
+        if self.rank(kind).is_none() {
+            let known = self.types.iter().map(|t| t.name.clone()).collect();
+            return Err(LookupError::UnknownType {
+                kind: kind.to_string(),
+                known,
+            });
+        }
+        match self.normalize(kind, value) {
+            Ok(v) => Ok(Identifier::new(kind, v)),
+            Err(_) if value.contains(':') => Ok(Identifier::new(kind, value)),
+            Err(reason) => Err(LookupError::Invalid(reason)),
+        }
     }
 
     /// Sorts identifiers by priority (highest first) and removes duplicates.

@@ -160,25 +160,14 @@ pub async fn profile(
 
 /// Normalises an identifier from a URL or body. Errors name the type, never the value.
 pub(crate) fn identifier(app: &App, kind: &str, value: &str) -> Result<Identifier, ApiError> {
-    let config = app.engine.identity();
-    if config.rank(kind).is_none() {
-        let known: Vec<&str> = config.types.iter().map(|t| t.name.as_str()).collect();
-        return Err(ApiError::BadRequest(format!(
-            "unknown identifier type `{kind}`; known: {}",
-            known.join(", ")
-        )));
-    }
-    config
-        .normalize(kind, value)
-        .map(|v| Identifier::new(kind, v))
-        .or_else(|reason| {
-            // Scoped values (`appid:openid`) and already-normalised values pass as typed.
-            if value.contains(':') {
-                Ok(Identifier::new(kind, value))
-            } else {
-                Err(ApiError::BadRequest(format!(
-                    "invalid {kind} value: {reason}"
-                )))
+    use portrait_core::identity::LookupError;
+    app.engine
+        .identity()
+        .lookup_identifier(kind, value)
+        .map_err(|e| match e {
+            LookupError::UnknownType { .. } => ApiError::BadRequest(e.to_string()),
+            LookupError::Invalid(reason) => {
+                ApiError::BadRequest(format!("invalid {kind} value: {reason}"))
             }
         })
 }
