@@ -1,0 +1,1 @@
+//! Portrait batch tag computation.

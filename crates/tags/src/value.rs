@@ -1,0 +1,72 @@
+//! Runtime values of the tag language.
+
+use std::sync::Arc;
+
+/// The static type of an expression. Every type admits null.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Type {
+    /// `true` / `false`. Boolean expressions are never null (see the null rules in the crate docs).
+    Bool,
+    /// A 64-bit float (counts, sums, scores, days).
+    Number,
+    /// UTF-8 text.
+    Str,
+    /// An instant, milliseconds since the Unix epoch (UTC).
+    Time,
+    /// The type of the literal `null` before it meets another type.
+    Null,
+}
+
+/// A value at run time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// Missing: no matching events for `avg`/`min`/`max`/`first`/`last`, an absent trait, …
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A number.
+    Num(f64),
+    /// A string.
+    Str(Arc<str>),
+    /// An instant in milliseconds since the Unix epoch.
+    Time(i64),
+}
+
+impl Value {
+    /// True for [`Value::Null`].
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// The number inside, if any.
+    pub fn as_num(&self) -> Option<f64> {
+        match self {
+            Value::Num(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// The boolean inside; null and every non-boolean are false.
+    pub fn truthy(&self) -> bool {
+        matches!(self, Value::Bool(true))
+    }
+
+    /// The string inside, if any.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Converts a JSON value (a trait or an event property) to a value: numbers, strings and
+    /// booleans map to themselves; null, arrays and objects are null.
+    pub fn from_json(v: &serde_json::Value) -> Value {
+        match v {
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => n.as_f64().map_or(Value::Null, Value::Num),
+            serde_json::Value::String(s) => Value::Str(Arc::from(s.as_str())),
+            _ => Value::Null,
+        }
+    }
+}

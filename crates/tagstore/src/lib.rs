@@ -1,0 +1,1 @@
+//! Portrait tag store.
