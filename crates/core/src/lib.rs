@@ -10,6 +10,7 @@
 //!    [`ProfileBook::apply_batch`] does the same for a run of messages (a group commit, a
 //!    replay), with the same result, overlapping the index lookups of neighbouring messages.
 
+pub mod consent;
 pub mod hash;
 pub mod identity;
 pub mod message;

@@ -77,6 +77,8 @@ pub struct Profile {
     pub merged_from: Vec<ProfileId>,
     /// Identity decisions that shaped this profile.
     pub history: Vec<MergeRecord>,
+    /// Consent decisions per `channel/purpose` ([`crate::consent::key`]); absent = unknown.
+    pub consent: BTreeMap<String, crate::consent::ConsentRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -267,8 +269,10 @@ impl ProfileBook {
     }
 
     /// Whether a message carries an identifier of an erased person.
+    /// A message that grants consent is never suppressed: applying it lifts the suppression.
     pub fn is_suppressed(&self, msg: &Message) -> bool {
         !self.suppressed.is_empty()
+            && !crate::consent::grants(msg)
             && msg
                 .identifiers
                 .iter()
@@ -580,6 +584,12 @@ impl ProfileBook {
         hints: &[Option<ProfileId>],
     ) -> ApplyOutcome {
         debug_assert_eq!(keys.len(), msg.identifiers.len());
+        if !self.suppressed.is_empty() && crate::consent::grants(msg) {
+            // Consent given again lifts the erasure's suppression of these identifiers.
+            for k in keys {
+                self.suppressed.remove(k);
+            }
+        }
         let mut s = std::mem::take(&mut self.scratch);
         s.sel.clear();
         if self.cut.is_empty() {
@@ -711,6 +721,12 @@ impl ProfileBook {
         into.merged_from.extend(gone.merged_from);
         into.history.extend(gone.history);
         into.history.sort_by_key(|r| r.at);
+        for (k, v) in gone.consent {
+            let wins = into.consent.get(&k).is_none_or(|old| crate::consent::newer(&v, old));
+            if wins {
+                into.consent.insert(k, v);
+            }
+        }
         self.priority = priority;
     }
 
@@ -822,6 +838,18 @@ fn fold(p: &mut Profile, msg: &Message, at: EventRef, priority: &HashMap<SourceI
         p.last_seen.max(msg.timestamp)
     };
     *p.sources.entry(msg.source).or_default() += 1;
+    for u in crate::consent::message_updates(msg) {
+        let record = crate::consent::ConsentRecord {
+            state: u.state,
+            source: msg.source,
+            at: msg.timestamp,
+            message_id: msg.message_id.clone(),
+        };
+        let k = crate::consent::key(u.channel, u.purpose);
+        if p.consent.get(&k).is_none_or(|old| crate::consent::newer(&record, old)) {
+            p.consent.insert(k, record);
+        }
+    }
     let entry = (msg.timestamp, at);
     match p.events.last() {
         Some(last) if *last > entry => {

@@ -161,6 +161,9 @@ pub fn parse_message(
         properties = &extended_properties;
     }
 
+    crate::consent::updates(kind, event.as_deref(), properties, traits)
+        .map_err(|(field, reason)| FieldError::new(&field, reason))?;
+
     let received_at = env.received_at;
     let sent_at = time_field(obj, "sentAt")?.or(env.sent_at);
     let original_timestamp = time_field(obj, "originalTimestamp")?;

@@ -58,7 +58,8 @@
 //! The live profiles at the end of the run, in id order ([`profiles_schema`]): `id` (UInt32),
 //! `first_seen`, `last_seen` (Timestamp ms UTC), `event_count` (UInt64), `identifiers`
 //! (`List<Utf8>` of `type:value`, e.g. `phone:+8613800001111`, in link order), `traits` (Utf8: one
-//! JSON object of the merged traits).
+//! JSON object of the merged traits), `consent` (Utf8: the consent decisions as one JSON object,
+//! `{"sms/marketing": "granted"}`; absent pairs are unknown).
 //!
 //! ## `profile_map.parquet`
 //!

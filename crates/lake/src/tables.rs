@@ -39,6 +39,7 @@ pub fn profiles_schema() -> SchemaRef {
                     false,
                 ),
                 Field::new("traits", DataType::Utf8, false),
+                Field::new("consent", DataType::Utf8, false),
             ]))
         })
         .clone()
@@ -90,15 +91,27 @@ fn traits_json(p: &Profile) -> String {
     out
 }
 
+/// The consent decisions of a profile as one JSON object: `{"sms/marketing": "granted"}`.
+fn consent_json(p: &Profile) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = p
+        .consent
+        .iter()
+        .map(|(k, r)| (k.clone(), serde_json::Value::String(r.state.as_str().into())))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
 fn profiles_batch(profiles: &[&Profile]) -> Result<RecordBatch, LakeError> {
     let mut identifiers = ListBuilder::new(StringBuilder::new());
     let mut traits = StringBuilder::new();
+    let mut consent = StringBuilder::new();
     for p in profiles {
         for id in &p.identifiers {
             identifiers.values().append_value(id.to_string());
         }
         identifiers.append(true);
         traits.append_value(traits_json(p));
+        consent.append_value(consent_json(p));
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(UInt32Array::from_iter_values(profiles.iter().map(|p| p.id))),
@@ -115,6 +128,7 @@ fn profiles_batch(profiles: &[&Profile]) -> Result<RecordBatch, LakeError> {
         )),
         Arc::new(identifiers.finish()),
         Arc::new(traits.finish()),
+        Arc::new(consent.finish()),
     ];
     Ok(RecordBatch::try_new(profiles_schema(), columns)?)
 }
@@ -128,7 +142,7 @@ pub(crate) fn write_profiles(
     zstd_level: i32,
 ) -> Result<(u64, u64), LakeError> {
     let mut rows = 0u64;
-    let props = props(zstd_level, &["identifiers", "traits"])?;
+    let props = props(zstd_level, &["identifiers", "traits", "consent"])?;
     let bytes = write_parquet(path, profiles_schema(), props, |w| {
         let mut start: u32 = 0;
         loop {

@@ -140,7 +140,7 @@ struct SnapshotOwned {
     dedup: KeySet,
 }
 
-const SNAPSHOT_VERSION: u32 = 2;
+const SNAPSHOT_VERSION: u32 = 3;
 
 /// The embedded engine over a data directory.
 pub struct Engine {

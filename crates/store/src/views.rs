@@ -35,7 +35,27 @@ pub fn profile_json(p: &Profile, sources: &SourceRegistry) -> Value {
         "event_count": p.events.len(),
         "sources": per_source,
         "merged_from": p.merged_from,
+        "consent": consent_json(p, sources),
     })
+}
+
+/// A profile's consent decisions: `{"sms/marketing": {state, source, at, evidence}}`; pairs with
+/// no decision are absent (unknown).
+pub fn consent_json(p: &Profile, sources: &SourceRegistry) -> Value {
+    let items: Map<String, Value> = p
+        .consent
+        .iter()
+        .map(|(k, r)| {
+            let shown = json!({
+                "state": r.state.as_str(),
+                "source": sources.name(r.source),
+                "at": format_iso(r.at),
+                "evidence": r.message_id,
+            });
+            (k.clone(), shown)
+        })
+        .collect();
+    Value::Object(items)
 }
 
 /// Identity decisions as the API shows them.
