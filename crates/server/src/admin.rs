@@ -459,3 +459,104 @@ pub async fn audit(
         .map_err(|e| ApiError::Internal(format!("cannot read the audit log: {e}")))?;
     Ok(Json(json!({ "entries": entries })))
 }
+
+/// Body of `POST /api/v1/profiles/{id}/consent`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentBody {
+    /// `sms`, `wechat_template`, `app_push`, `call`, `email`, or `all`.
+    pub channel: String,
+    /// `marketing` (default), `service`, `analytics`.
+    #[serde(default)]
+    pub purpose: Option<String>,
+    /// `granted` or `denied`.
+    pub state: String,
+    /// Free text kept with the decision (a form id, a call recording reference).
+    #[serde(default)]
+    pub evidence: Option<String>,
+}
+
+/// The source consent decisions made through the API are recorded under.
+pub const API_SOURCE: &str = "portrait-api";
+
+/// `POST /api/v1/profiles/{id}/consent`: records a consent decision as a `Consent Updated` event
+/// of the profile (durable, replayed, visible in the timeline), then answers the profile's consent.
+pub async fn set_consent(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<ProfileId>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: ConsentBody = parse_body(&body)?;
+    let mut props = serde_json::Map::new();
+    props.insert("channel".into(), json!(req.channel));
+    props.insert("purpose".into(), json!(req.purpose.as_deref().unwrap_or("marketing")));
+    props.insert("state".into(), json!(req.state));
+    if let Some(e) = &req.evidence {
+        props.insert("evidence".into(), json!(e));
+    }
+    portrait_core::consent::updates(
+        portrait_core::MessageKind::Track,
+        Some(portrait_core::consent::CONSENT_EVENT),
+        &props,
+        &serde_json::Map::new(),
+    )
+    .map_err(|(field, reason)| ApiError::BadRequest(format!("{}: {reason}", field.replace("properties.", ""))))?;
+    let (survivor, ident) = {
+        let state = app.engine.state();
+        let p = state
+            .book
+            .get(id)
+            .ok_or_else(|| ApiError::NotFound(format!("no profile {id}")))?;
+        let ident = p
+            .identifiers
+            .first()
+            .cloned()
+            .ok_or_else(|| ApiError::Conflict(format!("profile {id} has no identifier")))?;
+        (p.id, ident)
+    };
+    let source = {
+        let existing = app.engine.sources().by_name(API_SOURCE).map(|s| s.id);
+        match existing {
+            Some(s) => s,
+            None => app
+                .engine
+                .sources_mut()
+                .add(API_SOURCE, SourceKind::Other, None)
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .id,
+        }
+    };
+    let now = portrait_core::time::now();
+    let message = portrait_core::Message {
+        kind: portrait_core::MessageKind::Track,
+        message_id: format!("consent-{survivor}-{now}-{:08x}", rand::random::<u32>()),
+        source,
+        event: Some(portrait_core::consent::CONSENT_EVENT.into()),
+        user_id: None,
+        anonymous_id: None,
+        previous_id: None,
+        group_id: None,
+        timestamp: now,
+        received_at: now,
+        sent_at: None,
+        original_timestamp: None,
+        traits: "{}".into(),
+        properties: Value::Object(props).to_string(),
+        context: json!({"actor": caller.name}).to_string(),
+        identifiers: vec![ident],
+    };
+    let engine = app.clone();
+    tokio::task::spawn_blocking(move || engine.engine.ingest(vec![message]))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let state = app.engine.state();
+    let p = state
+        .book
+        .get(survivor)
+        .ok_or_else(|| ApiError::NotFound(format!("no profile {id}")))?;
+    Ok(Json(json!({
+        "profile": p.id,
+        "consent": views::consent_json(p, &app.engine.sources()),
+    })))
+}

@@ -263,6 +263,18 @@ pub static ROUTES: &[Route] = &[
         handler: |m| on(m, admin::unmerge),
     },
     Route {
+        method: Method::Post,
+        path: "/api/v1/profiles/{id}/consent",
+        role: Role::Operator,
+        data: Data::Writes,
+        summary: "Record a consent decision `{channel, purpose?, state, evidence?}` as a Consent Updated event",
+        hidden_params: &[],
+        query: &[],
+        body: JSON,
+        ok: 200,
+        handler: |m| on(m, admin::set_consent),
+    },
+    Route {
         method: Method::Delete,
         path: "/api/v1/profiles/{id}",
         role: Role::Admin,
