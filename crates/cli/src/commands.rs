@@ -84,8 +84,13 @@ pub fn spawn_server(
     listen: SocketAddr,
     token: String,
 ) -> Result<ServerHandle> {
+    let tagging = Arc::new(
+        portrait_tagging::service::Tagging::open(engine.clone())
+            .context("cannot open the tag store")?,
+    );
     start_server(
         engine,
+        tagging,
         listen,
         &token,
         portrait_server::Limits::default(),
@@ -97,6 +102,7 @@ pub fn spawn_server(
 /// to a free loopback port (the demo), otherwise it is an error (`serve`).
 fn start_server(
     engine: Arc<Engine>,
+    tagging: Arc<portrait_tagging::service::Tagging>,
     listen: SocketAddr,
     token: &str,
     limits: portrait_server::Limits,
@@ -114,7 +120,8 @@ fn start_server(
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let app = Arc::new(
-        portrait_server::App::new(engine, limits, token).context("cannot load the API tokens")?,
+        portrait_server::App::new(engine, tagging, limits, token)
+            .context("cannot load the API tokens")?,
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -140,8 +147,10 @@ fn start_server(
 }
 
 /// Compacts new events into the lake every `every` seconds until `stop` is set.
+/// The background thread of `serve`: compacts the log into the lake every `every` seconds and,
+/// every minute, computes the tags due by their refresh policy.
 fn spawn_compactor(
-    engine: Arc<Engine>,
+    tagging: Arc<portrait_tagging::service::Tagging>,
     every: u64,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>> {
@@ -150,14 +159,27 @@ fn spawn_compactor(
         .name("portrait-compactor".into())
         .spawn(move || {
             let mut waited = 0;
+            let mut ticks = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(std::time::Duration::from_secs(1));
                 waited += 1;
+                ticks += 1;
+                if ticks % 60 == 0 {
+                    match tagging.refresh_due() {
+                        Ok(Some(r)) => tracing::info!(
+                            tags = r.tags.len(),
+                            ms = r.duration_ms,
+                            "scheduled tag refresh"
+                        ),
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(error = %e, "scheduled tag refresh failed"),
+                    }
+                }
                 if every == 0 || waited < every {
                     continue;
                 }
                 waited = 0;
-                match portrait_lake::compact(&engine, &mut |_| {}) {
+                match tagging.compact() {
                     Ok(r) if r.events > 0 => {
                         tracing::info!(
                             events = r.events,
@@ -208,12 +230,16 @@ pub fn serve(
     key_file: Option<&Path>,
 ) -> Result<()> {
     let engine = Arc::new(open_with(data, key_file)?.0);
+    let tagging = Arc::new(
+        portrait_tagging::service::Tagging::open(engine.clone())
+            .context("cannot open the tag store")?,
+    );
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let compactor = spawn_compactor(engine.clone(), compact_every, stop.clone())?;
+    let compactor = spawn_compactor(tagging.clone(), compact_every, stop.clone())?;
     let (token, created) =
         portrait_server::admin_token(data, std::env::var("PORTRAIT_ADMIN_TOKEN").ok())
             .context("cannot read or create the admin token")?;
-    let server = start_server(engine.clone(), listen, &token, limits, false)?;
+    let server = start_server(engine.clone(), tagging, listen, &token, limits, false)?;
     eprintln!(
         "Portrait is serving {} on http://{}",
         data.display(),
@@ -471,7 +497,9 @@ pub fn erase(
     identifier: Option<&str>,
     file: Option<&Path>,
 ) -> Result<()> {
-    let engine = open(data)?;
+    let engine = Arc::new(open(data)?);
+    let tagging = portrait_tagging::service::Tagging::open(engine.clone())
+        .context("cannot open the tag store")?;
     let mut targets: Vec<ProfileId> = id.into_iter().collect();
     let mut texts: Vec<String> = identifier.map(str::to_string).into_iter().collect();
     if let Some(file) = file {
@@ -499,7 +527,7 @@ pub fn erase(
     targets.sort_unstable();
     targets.dedup();
     for profile in targets {
-        let r = portrait_server::erasure::erase(&engine, profile)?;
+        let r = portrait_server::erasure::erase(&engine, Some(&tagging), profile)?;
         println!(
             "erased profile {} ({}): {} events, {} identifiers suppressed, {} lake rows, {} reject lines",
             r.profile, r.id, r.events, r.identifiers, r.lake_rows, r.reject_lines

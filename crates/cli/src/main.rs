@@ -4,6 +4,7 @@ mod commands;
 mod demo;
 mod http;
 mod keys;
+mod tags;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +51,34 @@ enum Command {
         /// the data directory, created on first start).
         #[arg(long)]
         key_file: Option<PathBuf>,
+    },
+    /// Tag definitions: apply, list, show, impact, publish, archive, explain, load.
+    Tags {
+        #[command(subcommand)]
+        command: tags::TagsCommand,
+    },
+    /// Compute tags over the lake (compacting new events first) and store their values.
+    Compute {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The instant to compute at: RFC 3339, or a date (its end in Asia/Shanghai). Default now.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Only these tags (comma-separated) and what they read.
+        #[arg(long)]
+        tags: Option<String>,
+        /// Back end: kernel (the fused scan) or datafusion (the same plan as SQL).
+        #[arg(long, default_value = "kernel")]
+        engine: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Audiences (人群): preview, save, list, export.
+    Audience {
+        #[command(subcommand)]
+        command: tags::AudienceCommand,
     },
     /// Erase people from every store (log, profile, identity links, lake, reject files).
     Erase {
@@ -323,6 +352,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Compact { data, rebuild } => commands::compact(&data, rebuild),
+        Command::Tags { command } => tags::tags(command),
+        Command::Audience { command } => tags::audience(command),
+        Command::Compute {
+            data,
+            as_of,
+            tags,
+            engine,
+            json,
+        } => tags::compute(&data, as_of.as_deref(), tags.as_deref(), &engine, json),
         Command::Source {
             command:
                 SourceCommand::Add {

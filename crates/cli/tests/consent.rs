@@ -22,13 +22,21 @@ fn consent_from_events_traits_and_the_api() {
          "timestamp": "2024-06-02T00:00:00Z",
          "properties": {"channel": "sms", "purpose": "marketing", "state": "granted"}}
     ]});
-    assert_eq!(server.ingest("/v1/batch", KEY, &batch.to_string()).status, 200);
-    let p = server.admin_get("/api/v1/profiles/by-identifier/user_id/m-1").json();
+    assert_eq!(
+        server.ingest("/v1/batch", KEY, &batch.to_string()).status,
+        200
+    );
+    let p = server
+        .admin_get("/api/v1/profiles/by-identifier/user_id/m-1")
+        .json();
     let id = p["id"].as_u64().expect("id");
     assert_eq!(p["consent"]["sms/marketing"]["state"], "granted", "{p}");
     assert_eq!(p["consent"]["sms/marketing"]["evidence"], "c1");
     assert_eq!(p["consent"]["wechat_template/marketing"]["state"], "denied");
-    assert!(p["consent"].get("call/service").is_none(), "no decision is unknown");
+    assert!(
+        p["consent"].get("call/service").is_none(),
+        "no decision is unknown"
+    );
 
     // A bad decision is refused whole, naming the field; nothing of the batch is stored.
     let bad = json!({"batch": [
@@ -48,10 +56,16 @@ fn consent_from_events_traits_and_the_api() {
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["consent"]["sms/marketing"]["state"], "denied");
-    let r = server.admin_post(&format!("/api/v1/profiles/{id}/consent"), r#"{"channel": "sms", "state": "perhaps"}"#);
+    let r = server.admin_post(
+        &format!("/api/v1/profiles/{id}/consent"),
+        r#"{"channel": "sms", "state": "perhaps"}"#,
+    );
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     assert!(String::from_utf8_lossy(&r.body).contains("state"));
-    let r = server.admin_post(&format!("/api/v1/profiles/{id}/consent"), r#"{"channel": "sms", "state": "granted", "colour": 1}"#);
+    let r = server.admin_post(
+        &format!("/api/v1/profiles/{id}/consent"),
+        r#"{"channel": "sms", "state": "granted", "colour": 1}"#,
+    );
     assert_eq!(r.status, 400, "unknown fields are refused");
 
     // Durable: after kill -9 and a restart the decisions are there.
@@ -60,7 +74,12 @@ fn consent_from_events_traits_and_the_api() {
     let p = server.admin_get(&format!("/api/v1/profiles/{id}")).json();
     assert_eq!(p["consent"]["sms/marketing"]["state"], "denied", "{p}");
     assert_eq!(p["consent"]["wechat_template/marketing"]["state"], "denied");
-    let events = server.admin_get(&format!("/api/v1/profiles/{id}/events")).json();
-    assert!(events.to_string().contains("Consent Updated"), "the decision is in the timeline");
+    let events = server
+        .admin_get(&format!("/api/v1/profiles/{id}/events"))
+        .json();
+    assert!(
+        events.to_string().contains("Consent Updated"),
+        "the decision is in the timeline"
+    );
     server.stop();
 }

@@ -90,29 +90,65 @@ fn canonical(list: &'static [&'static str], text: &str) -> Option<&'static str> 
 /// A consent problem: the JSON path of the field and why.
 pub type ConsentError = (String, String);
 
-fn one(obj: &Map<String, Value>, at: &str, out: &mut Vec<ConsentUpdate>) -> Result<(), ConsentError> {
+fn one(
+    obj: &Map<String, Value>,
+    at: &str,
+    out: &mut Vec<ConsentUpdate>,
+) -> Result<(), ConsentError> {
     let text = |k: &str| obj.get(k).and_then(Value::as_str);
     let channel = text("channel").ok_or_else(|| {
-        (format!("{at}.channel"), format!("is required: one of {}, or all", CHANNELS.join(", ")))
+        (
+            format!("{at}.channel"),
+            format!("is required: one of {}, or all", CHANNELS.join(", ")),
+        )
     })?;
     let purpose = text("purpose").unwrap_or("marketing");
     let state = match obj.get("state") {
         Some(Value::String(s)) => ConsentState::parse(s),
-        Some(Value::Bool(b)) => Some(if *b { ConsentState::Granted } else { ConsentState::Denied }),
+        Some(Value::Bool(b)) => Some(if *b {
+            ConsentState::Granted
+        } else {
+            ConsentState::Denied
+        }),
         _ => None,
     }
-    .ok_or_else(|| (format!("{at}.state"), "must be granted or denied".to_string()))?;
+    .ok_or_else(|| {
+        (
+            format!("{at}.state"),
+            "must be granted or denied".to_string(),
+        )
+    })?;
     let purpose = canonical(PURPOSES, purpose).ok_or_else(|| {
-        (format!("{at}.purpose"), format!("unknown purpose `{purpose}`: one of {}", PURPOSES.join(", ")))
+        (
+            format!("{at}.purpose"),
+            format!(
+                "unknown purpose `{purpose}`: one of {}",
+                PURPOSES.join(", ")
+            ),
+        )
     })?;
     if channel.eq_ignore_ascii_case("all") {
-        out.extend(CHANNELS.iter().map(|c| ConsentUpdate { channel: c, purpose, state }));
+        out.extend(CHANNELS.iter().map(|c| ConsentUpdate {
+            channel: c,
+            purpose,
+            state,
+        }));
         return Ok(());
     }
     let channel = canonical(CHANNELS, channel).ok_or_else(|| {
-        (format!("{at}.channel"), format!("unknown channel `{channel}`: one of {}, or all", CHANNELS.join(", ")))
+        (
+            format!("{at}.channel"),
+            format!(
+                "unknown channel `{channel}`: one of {}, or all",
+                CHANNELS.join(", ")
+            ),
+        )
     })?;
-    out.push(ConsentUpdate { channel, purpose, state });
+    out.push(ConsentUpdate {
+        channel,
+        purpose,
+        state,
+    });
     Ok(())
 }
 
@@ -130,7 +166,9 @@ pub fn updates(
             Some(Value::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
                     let at = format!("properties.consents[{i}]");
-                    let obj = item.as_object().ok_or_else(|| (at.clone(), "must be an object".to_string()))?;
+                    let obj = item
+                        .as_object()
+                        .ok_or_else(|| (at.clone(), "must be an object".to_string()))?;
                     one(obj, &at, &mut out)?;
                 }
             }
@@ -143,9 +181,12 @@ pub fn updates(
         Some(Value::Object(channels)) => {
             for (channel, purposes) in channels {
                 let at = format!("traits.consent.{channel}");
-                let purposes = purposes
-                    .as_object()
-                    .ok_or_else(|| (at.clone(), "must be an object of purpose → granted/denied".to_string()))?;
+                let purposes = purposes.as_object().ok_or_else(|| {
+                    (
+                        at.clone(),
+                        "must be an object of purpose → granted/denied".to_string(),
+                    )
+                })?;
                 for (purpose, state) in purposes {
                     let mut obj = Map::new();
                     obj.insert("channel".into(), Value::String(channel.clone()));
@@ -162,18 +203,25 @@ pub fn updates(
 
 /// The decisions of a stored message (already validated at ingest; invalid ones are skipped).
 pub fn message_updates(msg: &Message) -> Vec<ConsentUpdate> {
-    let consent_event = msg.kind == MessageKind::Track && msg.event.as_deref() == Some(CONSENT_EVENT);
+    let consent_event =
+        msg.kind == MessageKind::Track && msg.event.as_deref() == Some(CONSENT_EVENT);
     if !consent_event && !msg.traits.contains("\"consent\"") {
         return Vec::new();
     }
-    let props = if consent_event { msg.properties_map() } else { Map::new() };
+    let props = if consent_event {
+        msg.properties_map()
+    } else {
+        Map::new()
+    };
     updates(msg.kind, msg.event.as_deref(), &props, &msg.traits_map()).unwrap_or_default()
 }
 
 /// True when the message grants something: it lifts an erasure's suppression of its identifiers
 /// (the person gave consent again).
 pub fn grants(msg: &Message) -> bool {
-    message_updates(msg).iter().any(|u| u.state == ConsentState::Granted)
+    message_updates(msg)
+        .iter()
+        .any(|u| u.state == ConsentState::Granted)
 }
 
 /// The later of two decisions for the same pair (event time, then the later message wins ties).
@@ -199,17 +247,55 @@ mod tests {
             &Map::new(),
         )
         .unwrap();
-        assert_eq!(u, vec![ConsentUpdate { channel: "sms", purpose: "marketing", state: ConsentState::Granted }]);
-        let all = updates(MessageKind::Track, Some(CONSENT_EVENT), &obj(json!({"channel": "all", "purpose": "service", "state": false})), &Map::new()).unwrap();
+        assert_eq!(
+            u,
+            vec![ConsentUpdate {
+                channel: "sms",
+                purpose: "marketing",
+                state: ConsentState::Granted
+            }]
+        );
+        let all = updates(
+            MessageKind::Track,
+            Some(CONSENT_EVENT),
+            &obj(json!({"channel": "all", "purpose": "service", "state": false})),
+            &Map::new(),
+        )
+        .unwrap();
         assert_eq!(all.len(), CHANNELS.len());
-        let t = updates(MessageKind::Identify, None, &Map::new(), &obj(json!({"consent": {"wechat_template": {"marketing": "denied"}}}))).unwrap();
+        let t = updates(
+            MessageKind::Identify,
+            None,
+            &Map::new(),
+            &obj(json!({"consent": {"wechat_template": {"marketing": "denied"}}})),
+        )
+        .unwrap();
         assert_eq!(t[0].channel, "wechat_template");
         assert_eq!(t[0].state, ConsentState::Denied);
-        let e = updates(MessageKind::Track, Some(CONSENT_EVENT), &obj(json!({"channel": "fax", "state": "granted"})), &Map::new()).unwrap_err();
+        let e = updates(
+            MessageKind::Track,
+            Some(CONSENT_EVENT),
+            &obj(json!({"channel": "fax", "state": "granted"})),
+            &Map::new(),
+        )
+        .unwrap_err();
         assert_eq!(e.0, "properties.channel");
-        let e = updates(MessageKind::Track, Some(CONSENT_EVENT), &obj(json!({"consents": [{"channel": "sms", "state": "maybe"}]})), &Map::new()).unwrap_err();
+        let e = updates(
+            MessageKind::Track,
+            Some(CONSENT_EVENT),
+            &obj(json!({"consents": [{"channel": "sms", "state": "maybe"}]})),
+            &Map::new(),
+        )
+        .unwrap_err();
         assert_eq!(e.0, "properties.consents[0].state");
         // Other events are not consent.
-        assert!(updates(MessageKind::Track, Some("Order Completed"), &obj(json!({"channel": "fax"})), &Map::new()).unwrap().is_empty());
+        assert!(updates(
+            MessageKind::Track,
+            Some("Order Completed"),
+            &obj(json!({"channel": "fax"})),
+            &Map::new()
+        )
+        .unwrap()
+        .is_empty());
     }
 }

@@ -722,7 +722,10 @@ impl ProfileBook {
         into.history.extend(gone.history);
         into.history.sort_by_key(|r| r.at);
         for (k, v) in gone.consent {
-            let wins = into.consent.get(&k).is_none_or(|old| crate::consent::newer(&v, old));
+            let wins = into
+                .consent
+                .get(&k)
+                .is_none_or(|old| crate::consent::newer(&v, old));
             if wins {
                 into.consent.insert(k, v);
             }
@@ -846,7 +849,10 @@ fn fold(p: &mut Profile, msg: &Message, at: EventRef, priority: &HashMap<SourceI
             message_id: msg.message_id.clone(),
         };
         let k = crate::consent::key(u.channel, u.purpose);
-        if p.consent.get(&k).is_none_or(|old| crate::consent::newer(&record, old)) {
+        if p.consent
+            .get(&k)
+            .is_none_or(|old| crate::consent::newer(&record, old))
+        {
             p.consent.insert(k, record);
         }
     }

@@ -96,7 +96,12 @@ fn consent_json(p: &Profile) -> String {
     let map: serde_json::Map<String, serde_json::Value> = p
         .consent
         .iter()
-        .map(|(k, r)| (k.clone(), serde_json::Value::String(r.state.as_str().into())))
+        .map(|(k, r)| {
+            (
+                k.clone(),
+                serde_json::Value::String(r.state.as_str().into()),
+            )
+        })
         .collect();
     serde_json::Value::Object(map).to_string()
 }

@@ -143,6 +143,7 @@ fn profile_value(app: &App, id: ProfileId, caller: &Caller) -> Result<Value, Api
         .get(id)
         .ok_or_else(|| ApiError::NotFound(format!("no profile {id}")))?;
     let mut view = profile_json(p, &app.engine.sources());
+    view["tags"] = crate::tagging::profile_tags(app, p.id);
     if !caller.sees_clear_pii() {
         views::mask_profile(&mut view);
     }
@@ -490,7 +491,10 @@ pub async fn set_consent(
     let req: ConsentBody = parse_body(&body)?;
     let mut props = serde_json::Map::new();
     props.insert("channel".into(), json!(req.channel));
-    props.insert("purpose".into(), json!(req.purpose.as_deref().unwrap_or("marketing")));
+    props.insert(
+        "purpose".into(),
+        json!(req.purpose.as_deref().unwrap_or("marketing")),
+    );
     props.insert("state".into(), json!(req.state));
     if let Some(e) = &req.evidence {
         props.insert("evidence".into(), json!(e));
@@ -501,7 +505,9 @@ pub async fn set_consent(
         &props,
         &serde_json::Map::new(),
     )
-    .map_err(|(field, reason)| ApiError::BadRequest(format!("{}: {reason}", field.replace("properties.", ""))))?;
+    .map_err(|(field, reason)| {
+        ApiError::BadRequest(format!("{}: {reason}", field.replace("properties.", "")))
+    })?;
     let (survivor, ident) = {
         let state = app.engine.state();
         let p = state
@@ -519,12 +525,13 @@ pub async fn set_consent(
         let existing = app.engine.sources().by_name(API_SOURCE).map(|s| s.id);
         match existing {
             Some(s) => s,
-            None => app
-                .engine
-                .sources_mut()
-                .add(API_SOURCE, SourceKind::Other, None)
-                .map_err(|e| ApiError::Internal(e.to_string()))?
-                .id,
+            None => {
+                app.engine
+                    .sources_mut()
+                    .add(API_SOURCE, SourceKind::Other, None)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?
+                    .id
+            }
         }
     };
     let now = portrait_core::time::now();

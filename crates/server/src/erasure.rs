@@ -123,7 +123,11 @@ fn scrub_rejects(dir: &Path, ids: &[Identifier]) -> std::io::Result<u64> {
 }
 
 /// Erases `profile` from every store; records and returns the request.
-pub fn erase(engine: &Engine, profile: ProfileId) -> Result<ErasureRecord, ErasureError> {
+pub fn erase(
+    engine: &Engine,
+    tagging: Option<&portrait_tagging::service::Tagging>,
+    profile: ProfileId,
+) -> Result<ErasureRecord, ErasureError> {
     let requested_at = portrait_core::time::now();
     let report = engine.erase(profile)?;
     let mut record = ErasureRecord {
@@ -144,6 +148,10 @@ pub fn erase(engine: &Engine, profile: ProfileId) -> Result<ErasureRecord, Erasu
             .rows;
         record.reject_lines = scrub_rejects(engine.dir(), &report.values)
             .map_err(|e| ErasureError::Derived(format!("reject files: {e}")))?;
+        if let Some(t) = tagging {
+            t.erase(report.profile)
+                .map_err(|e| ErasureError::Derived(format!("tag store: {e}")))?;
+        }
         Ok(())
     })();
     if let Err(e) = &derived {
@@ -194,7 +202,7 @@ pub mod http {
     }
 
     async fn run(app: Arc<App>, profile: ProfileId) -> Result<super::ErasureRecord, ApiError> {
-        tokio::task::spawn_blocking(move || super::erase(&app.engine, profile))
+        tokio::task::spawn_blocking(move || super::erase(&app.engine, Some(&app.tagging), profile))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(failed)

@@ -24,6 +24,10 @@ pub enum ApiError {
     /// A request parameter is invalid.
     #[error("{0}")]
     BadRequest(String),
+    /// A tag definition or audience expression does not parse or type-check; the message holds
+    /// the rendered diagnostics (`FILE:LINE:COL: error: …` with the source line and a caret).
+    #[error("{0}")]
+    InvalidDefinition(String),
     /// Missing or unknown write key / API token.
     #[error("{0}")]
     Unauthorized(String),
@@ -59,6 +63,7 @@ impl ApiError {
             Self::InvalidJson(_) => ("invalid_json", StatusCode::BAD_REQUEST),
             Self::InvalidMessage { .. } => ("invalid_message", StatusCode::BAD_REQUEST),
             Self::BadRequest(_) => ("bad_request", StatusCode::BAD_REQUEST),
+            Self::InvalidDefinition(_) => ("invalid_definition", StatusCode::BAD_REQUEST),
             Self::Unauthorized(_) => ("unauthorized", StatusCode::UNAUTHORIZED),
             Self::Forbidden(_) => ("forbidden", StatusCode::FORBIDDEN),
             Self::NotFound(_) => ("not_found", StatusCode::NOT_FOUND),
@@ -66,6 +71,22 @@ impl ApiError {
             Self::TooLarge { .. } => ("too_large", StatusCode::PAYLOAD_TOO_LARGE),
             Self::Busy => ("busy", StatusCode::TOO_MANY_REQUESTS),
             Self::Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+}
+
+impl From<portrait_tagging::TaggingError> for ApiError {
+    fn from(e: portrait_tagging::TaggingError) -> Self {
+        use portrait_tagging::TaggingError as E;
+        match e {
+            E::Definition(m) => Self::InvalidDefinition(m),
+            E::UnknownTag(_)
+            | E::UnknownVersion(..)
+            | E::UnknownAudience(_)
+            | E::UnknownProfile(_) => Self::NotFound(e.to_string()),
+            E::Conflict(m) => Self::Conflict(m),
+            E::Invalid(m) => Self::BadRequest(m),
+            other => Self::Internal(other.to_string()),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod imports;
 pub mod ingest;
 pub mod openapi;
 pub mod routes;
+pub mod tagging;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -37,6 +38,8 @@ pub struct App {
     pub audit: audit::AuditLog,
     /// The OpenAPI document, serialised once.
     pub openapi: String,
+    /// The tag service (catalog, tag store, audiences).
+    pub tagging: Arc<portrait_tagging::service::Tagging>,
 }
 
 impl App {
@@ -44,6 +47,7 @@ impl App {
     /// file with unknown roles) and opens `DIR/audit.jsonl`.
     pub fn new(
         engine: Arc<Engine>,
+        tagging: Arc<portrait_tagging::service::Tagging>,
         limits: Limits,
         admin_token: &str,
     ) -> Result<Self, AccessError> {
@@ -59,6 +63,7 @@ impl App {
             access,
             audit,
             openapi: openapi::document_json(),
+            tagging,
         })
     }
 }

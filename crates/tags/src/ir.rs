@@ -67,7 +67,7 @@ pub enum TagBody {
 #[derive(Debug, Clone, PartialEq)]
 pub enum BucketScheme {
     /// `n` buckets of equal population. Over the non-null values sorted ascending (`v[0..N]`),
-    /// the cut points are `c_k = v[floor(k·N/n)]` for `k = 1..n`; the bucket of `x` is
+    /// the cut points are `c_k = v[floor(k·N/n)]` for `k = 1..n−1`; the bucket of `x` is
     /// `1 + |{k : x ≥ c_k}|`. Equal values always share a bucket.
     Quantiles(u32),
     /// Ascending thresholds `t_1 < … < t_{n−1}`: the bucket of `x` is `1 + |{k : x ≥ t_k}|`.
@@ -382,9 +382,11 @@ impl Aggregate {
         match self.func {
             AggFunc::Count | AggFunc::CountDistinct | AggFunc::Sum | AggFunc::Avg => Type::Number,
             AggFunc::FirstTime | AggFunc::LastTime => Type::Time,
-            AggFunc::Min | AggFunc::Max | AggFunc::First | AggFunc::Last | AggFunc::MostFrequent => {
-                self.arg.as_ref().map_or(Type::Null, Expr::ty)
-            }
+            AggFunc::Min
+            | AggFunc::Max
+            | AggFunc::First
+            | AggFunc::Last
+            | AggFunc::MostFrequent => self.arg.as_ref().map_or(Type::Null, Expr::ty),
         }
     }
 }
@@ -428,9 +430,11 @@ impl Expr {
                 | Func::Ceil => Type::Number,
                 Func::Contains | Func::StartsWith | Func::EndsWith => Type::Bool,
                 Func::Lower | Func::Upper | Func::Concat => Type::Str,
-                Func::Coalesce | Func::Least | Func::Greatest => {
-                    args.iter().map(Expr::ty).find(|t| *t != Type::Null).unwrap_or(Type::Null)
-                }
+                Func::Coalesce | Func::Least | Func::Greatest => args
+                    .iter()
+                    .map(Expr::ty)
+                    .find(|t| *t != Type::Null)
+                    .unwrap_or(Type::Null),
             },
         }
     }
@@ -440,11 +444,16 @@ impl Plan {
     /// The static type of `e`, looking up aggregate and tag slots.
     pub fn type_of(&self, e: &Expr) -> Type {
         match e {
-            Expr::Agg(i) => self.aggregates.get(*i).map_or(Type::Null, Aggregate::result_type),
+            Expr::Agg(i) => self
+                .aggregates
+                .get(*i)
+                .map_or(Type::Null, Aggregate::result_type),
             Expr::Tag(i) => self.tags.get(*i).map_or(Type::Null, |t| t.value_type),
-            Expr::Call(Func::Coalesce | Func::Least | Func::Greatest, args) => {
-                args.iter().map(|a| self.type_of(a)).find(|t| *t != Type::Null).unwrap_or(Type::Null)
-            }
+            Expr::Call(Func::Coalesce | Func::Least | Func::Greatest, args) => args
+                .iter()
+                .map(|a| self.type_of(a))
+                .find(|t| *t != Type::Null)
+                .unwrap_or(Type::Null),
             other => other.ty(),
         }
     }

@@ -70,3 +70,39 @@ impl Value {
         }
     }
 }
+
+impl std::fmt::Display for Value {
+    /// `null`, `true`, numbers without a trailing `.0` when integral, strings JSON-quoted,
+    /// instants in RFC 3339 UTC (with milliseconds only when non-zero).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Null => f.write_str("null"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Num(n) => f.write_str(&format_number(*n)),
+            Value::Str(s) => {
+                let quoted = serde_json::to_string(s.as_ref()).map_err(|_| std::fmt::Error)?;
+                f.write_str(&quoted)
+            }
+            Value::Time(ms) => f.write_str(&format_time(*ms)),
+        }
+    }
+}
+
+/// A number as text: integral values up to 2^53 without a fractional part, others in the
+/// shortest form that reads back to the same float.
+pub fn format_number(n: f64) -> String {
+    if n.is_finite() && n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 {
+        format!("{}", n as i64)
+    } else {
+        format!("{n}")
+    }
+}
+
+/// An instant in RFC 3339 UTC (`2024-06-30T16:00:00Z`, `…:00.250Z` when ms are non-zero).
+pub fn format_time(ms: i64) -> String {
+    match chrono::DateTime::from_timestamp_millis(ms) {
+        Some(d) if ms.rem_euclid(1000) == 0 => d.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Some(d) => d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        None => format!("@{ms}ms"),
+    }
+}

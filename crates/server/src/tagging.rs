@@ -1,0 +1,512 @@
+//! Handlers of the tag engine's admin routes: definitions and their versions, computations,
+//! per-profile explanations, audiences (preview, save, export).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
+use portrait_tagging::service::{BatchEngine, ComputeOptions, ExportRequest, Tagging};
+use portrait_tagstore::{Distribution, StoredValue};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::access::{Caller, Role};
+use crate::error::ApiError;
+use crate::App;
+
+fn tagging(app: &App) -> Arc<Tagging> {
+    app.tagging.clone()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+}
+
+fn iso(ms: Option<i64>) -> Value {
+    ms.map_or(Value::Null, |m| json!(portrait_core::time::format_iso(m)))
+}
+
+/// A stored value as JSON.
+pub fn stored_json(v: &StoredValue) -> Value {
+    match v {
+        StoredValue::Bool(b) => json!(b),
+        StoredValue::Label(s) => json!(s),
+        StoredValue::Num(n) => json!(n),
+    }
+}
+
+/// The `tags` object of a profile: `{name: value}`.
+pub fn profile_tags(app: &App, id: u32) -> Value {
+    let map: serde_json::Map<String, Value> = app
+        .tagging
+        .profile_tags(id)
+        .iter()
+        .map(|(n, v)| (n.clone(), stored_json(v)))
+        .collect();
+    Value::Object(map)
+}
+
+/// Query of `POST /api/v1/tags`.
+#[derive(Debug, Deserialize)]
+pub struct ApplyQuery {
+    /// Publish the new versions at once.
+    #[serde(default)]
+    pub publish: bool,
+}
+
+/// `POST /api/v1/tags`: a YAML body of definitions.
+pub async fn apply(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ApplyQuery>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::BadRequest("the body is not UTF-8 YAML".into()))?;
+    let t = tagging(&app);
+    let report =
+        blocking(move || Ok(t.apply(&text, "<request>", &caller.name, q.publish)?)).await?;
+    let tags: Vec<Value> = report
+        .tags
+        .iter()
+        .map(|(n, v, created)| json!({"name": n, "version": v, "created": created, "published": report.published.contains(n)}))
+        .collect();
+    Ok(Json(json!({"tags": tags, "warnings": report.warnings})))
+}
+
+/// `GET /api/v1/tags`.
+pub async fn list(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+    let items: Vec<Value> = app
+        .tagging
+        .with_catalog(|c| c.tags().map(|e| tag_summary(c, e)).collect());
+    Ok(Json(json!({"tags": items})))
+}
+
+fn tag_summary(
+    c: &portrait_tagging::catalog::Catalog,
+    e: &portrait_tagging::catalog::TagEntry,
+) -> Value {
+    let (used_tags, used_audiences) = c.used_by(&e.name);
+    let latest = e.latest();
+    json!({
+        "name": e.name,
+        "state": latest.map(|v| v.state),
+        "latest_version": latest.map(|v| v.version),
+        "published_version": e.published().map(|v| v.version),
+        "reads": latest.map(|v| &v.lineage),
+        "used_by": {"tags": used_tags, "audiences": used_audiences},
+        "last_computed": e.last_run.as_ref().map(|r| json!({
+            "at": portrait_core::time::format_iso(r.at),
+            "as_of": portrait_core::time::format_iso(r.as_of),
+            "duration_ms": r.duration_ms,
+            "population": r.population,
+            "version": r.version,
+        })),
+        "last_used": iso(e.last_used),
+    })
+}
+
+/// `GET /api/v1/tags/{name}`: the tag with every version.
+pub async fn show(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    app.tagging.with_catalog(|c| {
+        let e = c
+            .tag(&name)
+            .ok_or_else(|| ApiError::NotFound(format!("unknown tag {name:?}")))?;
+        let mut v = tag_summary(c, e);
+        v["versions"] = json!(e
+            .versions
+            .iter()
+            .map(|v| json!({
+                "version": v.version,
+                "state": v.state,
+                "definition": v.definition,
+                "created_at": portrait_core::time::format_iso(v.created_at),
+                "created_by": v.created_by,
+                "published_at": iso(v.published_at),
+            }))
+            .collect::<Vec<_>>());
+        Ok(Json(v))
+    })
+}
+
+/// Query naming a version.
+#[derive(Debug, Deserialize)]
+pub struct VersionQuery {
+    /// The version (default the latest).
+    pub version: Option<u32>,
+}
+
+/// `GET /api/v1/tags/{name}/impact`.
+pub async fn impact(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(q): Query<VersionQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let t = tagging(&app);
+    let i = blocking(move || Ok(t.impact(&name, q.version)?)).await?;
+    Ok(Json(json!(i)))
+}
+
+/// `POST /api/v1/tags/{name}/publish`.
+pub async fn publish(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(q): Query<VersionQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let v = app.tagging.publish(&name, q.version)?;
+    Ok(Json(json!({"name": name, "published_version": v})))
+}
+
+/// `POST /api/v1/tags/{name}/archive`.
+pub async fn archive(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    app.tagging.archive(&name)?;
+    Ok(Json(json!({"name": name, "state": "archived"})))
+}
+
+/// `GET /api/v1/tags/{name}/distribution`: counts per value (aggregates only).
+pub async fn distribution(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let snap = app.tagging.snapshot();
+    let d = snap
+        .distribution(&name)
+        .map_err(|e| ApiError::NotFound(e.to_string()))?;
+    let body = match d {
+        Distribution::Bool {
+            true_count,
+            false_count,
+        } => json!({"kind": "bool", "true": true_count, "false": false_count}),
+        Distribution::Enum(values) => {
+            json!({"kind": "enum", "values": values.iter().map(|(v, n)| json!({"value": v, "count": n})).collect::<Vec<_>>()})
+        }
+        Distribution::Numeric(s) => json!({"kind": "numeric", "summary": format!("{s:?}")}),
+    };
+    Ok(Json(
+        json!({"name": name, "as_of": iso(app.tagging.as_of()), "distribution": body}),
+    ))
+}
+
+/// Query of `GET /api/v1/tags/{name}/sql`.
+#[derive(Debug, Deserialize)]
+pub struct SqlQuery {
+    /// datafusion (default), duckdb, clickhouse.
+    pub dialect: Option<String>,
+}
+
+/// `GET /api/v1/tags/{name}/sql`: the compiled plan and the fused SQL.
+pub async fn plan_sql(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(q): Query<SqlQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let dialect = match q.dialect.as_deref().unwrap_or("datafusion") {
+        "datafusion" => portrait_batch::Dialect::DataFusion,
+        "duckdb" => portrait_batch::Dialect::DuckDb,
+        "clickhouse" => portrait_batch::Dialect::ClickHouse,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "dialect {other:?}: datafusion, duckdb or clickhouse"
+            )))
+        }
+    };
+    let (plan, _) = app.tagging.plan(Some(&[name]))?;
+    let as_of = app.tagging.as_of().unwrap_or_else(portrait_core::time::now);
+    let sql = portrait_batch::to_sql(&plan, as_of, dialect)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(Json(
+        json!({"plan": plan.to_string(), "sql": sql, "as_of": portrait_core::time::format_iso(as_of)}),
+    ))
+}
+
+/// Body of `POST /api/v1/compute`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComputeBody {
+    /// RFC 3339 instant (default now).
+    pub as_of: Option<String>,
+    /// Only these tags.
+    pub tags: Option<Vec<String>>,
+    /// kernel (default) or datafusion.
+    pub engine: Option<String>,
+}
+
+/// `POST /api/v1/compute`: computes tags now (compacting new events first).
+pub async fn compute(
+    State(app): State<Arc<App>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: ComputeBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ComputeBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::InvalidJson(format!("invalid body: {e}")))?
+    };
+    let as_of = match req.as_of.as_deref() {
+        Some(t) => Some(portrait_core::time::parse_iso(t).ok_or_else(|| {
+            ApiError::BadRequest(format!("as_of {t:?} is not an RFC 3339 instant"))
+        })?),
+        None => None,
+    };
+    let engine = match req.engine.as_deref().unwrap_or("kernel") {
+        "kernel" => BatchEngine::Kernel,
+        "datafusion" => BatchEngine::DataFusion,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "engine {other:?}: kernel or datafusion"
+            )))
+        }
+    };
+    let t = tagging(&app);
+    let opts = ComputeOptions {
+        as_of,
+        tags: req.tags,
+        engine,
+        skip_compaction: false,
+    };
+    let report = blocking(move || Ok(t.compute(&opts, &mut |_| {})?)).await?;
+    Ok(Json(json!(report)))
+}
+
+/// `GET /api/v1/profiles/{id}/tags/{name}/explain`.
+pub async fn explain_profile(
+    State(app): State<Arc<App>>,
+    Path((id, name)): Path<(u32, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let t = tagging(&app);
+    let e = blocking(move || Ok(t.explain_profile(id, &name)?)).await?;
+    let stored = app
+        .tagging
+        .profile_tags(id)
+        .into_iter()
+        .find(|(n, _)| *n == e.tag)
+        .map(|(_, v)| stored_json(&v));
+    let mut v = json!(e);
+    v["stored_value"] = stored.unwrap_or(Value::Null);
+    v["as_of"] = json!(portrait_core::time::format_iso(e.as_of));
+    Ok(Json(v))
+}
+
+/// Body of `POST /api/v1/audiences/preview`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewBody {
+    /// The audience expression.
+    pub expression: String,
+    /// Sample size (operators and admins only; default 10, at most 1000).
+    pub sample: Option<usize>,
+}
+
+/// `POST /api/v1/audiences/preview`: count (and, for operators, a sample of ids).
+pub async fn preview(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: PreviewBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::InvalidJson(format!("invalid body: {e}")))?;
+    let started = std::time::Instant::now();
+    let members_allowed = caller.role >= Role::Operator;
+    let n = if members_allowed {
+        req.sample.unwrap_or(10).min(1000)
+    } else {
+        0
+    };
+    let p = app.tagging.preview(&req.expression, n)?;
+    let mut v = json!({
+        "count": p.count,
+        "universe": p.universe,
+        "as_of": iso(p.as_of),
+        "tags": p.tags,
+        "took_ms": started.elapsed().as_secs_f64() * 1000.0,
+    });
+    if members_allowed {
+        v["sample"] = json!(p.sample);
+    }
+    Ok(Json(v))
+}
+
+/// Body of `POST /api/v1/audiences`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaveBody {
+    /// Name, `[a-z][a-z0-9_]*`.
+    pub name: String,
+    /// The expression.
+    pub expression: String,
+    /// Title.
+    #[serde(default)]
+    pub title: String,
+    /// Owner.
+    #[serde(default)]
+    pub owner: String,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+    /// Save as a draft.
+    #[serde(default)]
+    pub draft: bool,
+}
+
+/// `POST /api/v1/audiences`.
+pub async fn save(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: SaveBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::InvalidJson(format!("invalid body: {e}")))?;
+    let r = app.tagging.save_audience(
+        &req.name,
+        &req.expression,
+        &req.title,
+        &req.owner,
+        &req.description,
+        &caller.name,
+        req.draft,
+    )?;
+    let (version, created) = match r {
+        portrait_tagging::catalog::Applied::Created(v) => (v, true),
+        portrait_tagging::catalog::Applied::Unchanged(v) => (v, false),
+    };
+    let size = app
+        .tagging
+        .preview(&req.expression, 0)
+        .map(|p| p.count)
+        .ok();
+    Ok(Json(
+        json!({"name": req.name, "version": version, "created": created, "size": size}),
+    ))
+}
+
+/// `GET /api/v1/audiences`.
+pub async fn audiences(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+    let items: Vec<Value> = app
+        .tagging
+        .with_catalog(|c| c.audiences().map(audience_json).collect());
+    Ok(Json(json!({"audiences": items})))
+}
+
+fn audience_json(a: &portrait_tagging::catalog::AudienceEntry) -> Value {
+    json!({
+        "name": a.name,
+        "versions": a.versions,
+        "sizes": a.sizes.iter().map(|s| json!({
+            "at": portrait_core::time::format_iso(s.at),
+            "as_of": portrait_core::time::format_iso(s.as_of),
+            "size": s.size,
+        })).collect::<Vec<_>>(),
+        "last_used": iso(a.last_used),
+    })
+}
+
+/// `GET /api/v1/audiences/{name}`.
+pub async fn audience(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    app.tagging.with_catalog(|c| {
+        c.audience(&name)
+            .map(|a| Json(audience_json(a)))
+            .ok_or_else(|| ApiError::NotFound(format!("unknown audience {name:?}")))
+    })
+}
+
+/// Query of the export.
+#[derive(Debug, Deserialize)]
+pub struct ExportQuery {
+    /// Identifier type per member.
+    pub identifier: String,
+    /// Scope prefix (WeChat app id).
+    pub scope: Option<String>,
+    /// Consent channel (default from the identifier type).
+    pub channel: Option<String>,
+    /// Consent purpose (default marketing).
+    pub purpose: Option<String>,
+    /// `false` exports without a consent check.
+    pub consent: Option<bool>,
+    /// csv (default) or jsonl.
+    pub format: Option<String>,
+}
+
+/// `GET /api/v1/audiences/{name}/export`: members with one identifier each; the counts of
+/// members skipped (no identifier, no consent) are in headers `X-Portrait-Skipped-*`.
+pub async fn export(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(q): Query<ExportQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let format = q.format.clone().unwrap_or_else(|| "csv".into());
+    if !["csv", "jsonl"].contains(&format.as_str()) {
+        return Err(ApiError::BadRequest(format!(
+            "format {format:?}: csv or jsonl"
+        )));
+    }
+    let t = tagging(&app);
+    let req = ExportRequest {
+        identifier: q.identifier.clone(),
+        scope: q.scope.clone(),
+        channel: q.channel.clone(),
+        purpose: q.purpose.clone().unwrap_or_else(|| "marketing".into()),
+        check_consent: q.consent.unwrap_or(true),
+    };
+    let export = blocking(move || {
+        let members = t.audience_members(&name)?;
+        Ok(t.export(&members, &req)?)
+    })
+    .await?;
+    let mut text = String::new();
+    if format == "csv" {
+        text.push_str(&format!("profile_id,{}\n", q.identifier));
+    }
+    for r in &export.rows {
+        if format == "csv" {
+            text.push_str(&format!("{},{}\n", r.profile_id, r.identifier));
+        } else {
+            text.push_str(
+                &json!({"profile_id": r.profile_id, q.identifier.as_str(): r.identifier})
+                    .to_string(),
+            );
+            text.push('\n');
+        }
+    }
+    let ctype = if format == "csv" {
+        "text/csv; charset=utf-8"
+    } else {
+        "application/x-ndjson"
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, ctype.to_string()),
+            (
+                header::HeaderName::from_static("x-portrait-members"),
+                export.members.to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-portrait-exported"),
+                export.rows.len().to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-portrait-skipped-no-identifier"),
+                export.skipped_no_identifier.to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-portrait-skipped-no-consent"),
+                export.skipped_no_consent.to_string(),
+            ),
+        ],
+        text,
+    ))
+}

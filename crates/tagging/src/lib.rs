@@ -1,0 +1,10 @@
+//! Portrait's tag service: the catalog, compute runs, the tag store and audiences tied together.
+
+pub mod catalog;
+pub mod error;
+pub mod explain;
+pub mod profiles;
+pub mod schedule;
+pub mod service;
+
+pub use error::TaggingError;
