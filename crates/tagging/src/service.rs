@@ -458,7 +458,7 @@ impl Tagging {
         })
     }
 
-    /// Evaluates `plan` at `as_of` without storing anything.
+    /// Evaluates `plan` at `as_of` without storing anything (externals from the tag store).
     fn evaluate(
         &self,
         plan: &Plan,
@@ -466,55 +466,6 @@ impl Tagging {
         engine: BatchEngine,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Computed, TaggingError> {
-        // first_seen / last_seen as of `as_of` are two more aggregates of the same scan.
-        let mut scan = plan.clone();
-        let first_seen = scan.aggregates.len();
-        for func in [AggFunc::FirstTime, AggFunc::LastTime] {
-            scan.aggregates.push(Aggregate {
-                func,
-                arg: None,
-                filter: None,
-                window: Window::All,
-            });
-        }
-        let agg = match engine {
-            BatchEngine::Kernel => kernel::aggregate(
-                &self.lake,
-                &scan,
-                as_of,
-                &KernelOptions::default(),
-                progress,
-            ),
-            BatchEngine::DataFusion => {
-                portrait_batch::datafusion::aggregate_sql(&self.lake, &scan, as_of)
-            }
-        }
-        .map_err(|e| TaggingError::Compute(e.to_string()))?;
-        let reads_traits = plan.tags.iter().any(|t| !t.reads.traits.is_empty());
-        let lake_profiles = read_profiles(&self.lake, reads_traits)?;
-        let live: Vec<u32> = agg.live.clone();
-        let traits_of: HashMap<u32, usize> = if reads_traits {
-            lake_profiles
-                .ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| (*id, i))
-                .collect()
-        } else {
-            HashMap::new()
-        };
-        let empty: Vec<Traits> = Vec::new();
-        let traits_vec = lake_profiles.traits.as_ref().unwrap_or(&empty);
-        let traits = |id: u32| traits_of.get(&id).and_then(|i| traits_vec.get(*i));
-        let cols = &agg.columns;
-        let profile = |id: u32, f: ProfileField| match f {
-            ProfileField::FirstSeen => cols
-                .get(first_seen)
-                .map_or(Value::Null, |c| c.get(id as usize)),
-            ProfileField::LastSeen => cols
-                .get(first_seen + 1)
-                .map_or(Value::Null, |c| c.get(id as usize)),
-        };
         let snap = self.store.snapshot();
         let externals = |tag: usize, id: u32| {
             plan.tags
@@ -522,22 +473,7 @@ impl Tagging {
                 .and_then(|t| snap.value_of(&t.name, id))
                 .map_or(Value::Null, stored_to_value)
         };
-        let pop = Population {
-            ids: &live,
-            aggs: &agg.columns,
-            traits: &traits,
-            profile: &profile,
-            externals: &externals,
-            as_of,
-        };
-        let columns = evaluate_population(plan, &pop);
-        Ok(Computed {
-            universe: live.iter().copied().collect(),
-            ids: live,
-            columns,
-            events_scanned: agg.events_scanned,
-            aggregates: plan.aggregates.len(),
-        })
+        evaluate_lake(&self.lake, plan, as_of, engine, &externals, progress)
     }
 
     /// The impact of publishing `version` (default the latest) of a tag: computed over the lake
@@ -800,12 +736,89 @@ impl Tagging {
     }
 }
 
-struct Computed {
-    universe: RoaringBitmap,
-    ids: Vec<u32>,
-    columns: Vec<TagColumn>,
-    events_scanned: u64,
-    aggregates: usize,
+/// Tag values computed over a lake.
+pub struct Computed {
+    /// Live profile ids.
+    pub universe: RoaringBitmap,
+    /// The same ids in order; `columns[t].values[i]` belongs to `ids[i]`.
+    pub ids: Vec<u32>,
+    /// One column per tag of the plan, in plan order.
+    pub columns: Vec<TagColumn>,
+    /// Event rows scanned.
+    pub events_scanned: u64,
+    /// Distinct aggregates of the plan (computed in one scan).
+    pub aggregates: usize,
+}
+
+/// Evaluates `plan` at `as_of` over the lake at `lake`: the aggregates in one scan by `engine`,
+/// then every tag per live profile (traits from `profiles.parquet`, externals from `externals`).
+pub fn evaluate_lake(
+    lake: &Path,
+    plan: &Plan,
+    as_of: i64,
+    engine: BatchEngine,
+    externals: &dyn Fn(usize, u32) -> Value,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Computed, TaggingError> {
+    // first_seen / last_seen as of `as_of` are two more aggregates of the same scan.
+    let mut scan = plan.clone();
+    let first_seen = scan.aggregates.len();
+    for func in [AggFunc::FirstTime, AggFunc::LastTime] {
+        scan.aggregates.push(Aggregate {
+            func,
+            arg: None,
+            filter: None,
+            window: Window::All,
+        });
+    }
+    let agg = match engine {
+        BatchEngine::Kernel => {
+            kernel::aggregate(lake, &scan, as_of, &KernelOptions::default(), progress)
+        }
+        BatchEngine::DataFusion => portrait_batch::datafusion::aggregate_sql(lake, &scan, as_of),
+    }
+    .map_err(|e| TaggingError::Compute(e.to_string()))?;
+    let reads_traits = plan.tags.iter().any(|t| !t.reads.traits.is_empty());
+    let lake_profiles = read_profiles(lake, reads_traits)?;
+    let live: Vec<u32> = agg.live.clone();
+    let traits_of: HashMap<u32, usize> = if reads_traits {
+        lake_profiles
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (*id, i))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let empty: Vec<Traits> = Vec::new();
+    let traits_vec = lake_profiles.traits.as_ref().unwrap_or(&empty);
+    let traits = |id: u32| traits_of.get(&id).and_then(|i| traits_vec.get(*i));
+    let cols = &agg.columns;
+    let profile = |id: u32, f: ProfileField| match f {
+        ProfileField::FirstSeen => cols
+            .get(first_seen)
+            .map_or(Value::Null, |c| c.get(id as usize)),
+        ProfileField::LastSeen => cols
+            .get(first_seen + 1)
+            .map_or(Value::Null, |c| c.get(id as usize)),
+    };
+    let pop = Population {
+        ids: &live,
+        aggs: &agg.columns,
+        traits: &traits,
+        profile: &profile,
+        externals,
+        as_of,
+    };
+    let columns = evaluate_population(plan, &pop);
+    Ok(Computed {
+        universe: live.iter().copied().collect(),
+        ids: live,
+        columns,
+        events_scanned: agg.events_scanned,
+        aggregates: plan.aggregates.len(),
+    })
 }
 
 fn stored_to_value(v: StoredValue) -> Value {
