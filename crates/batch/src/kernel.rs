@@ -10,10 +10,15 @@
 //! 3. Each slot's filter is split into conjuncts. A conjunct reading only one of `type`,
 //!    `event`, `source` (the dictionary-encoded columns) is evaluated once per dictionary value
 //!    of each batch, giving per value a bitset of the slots it lets through; a row's candidate
-//!    slots are the AND of three bitsets. Other conjuncts and arguments are evaluated per row by
-//!    [`crate::eval`]; a row's `properties` JSON is split at most once, and only when a
-//!    candidate slot that passed the window reads properties.
-//! 4. Files are shared out to `threads` workers, each with its own state arrays (indexed by
+//!    slots are the AND of three bitsets and the file's slots, then the windows (two integer
+//!    compares per candidate). `properties.x <op> number` is a direct lookup; other conjuncts
+//!    and arguments go to `portrait_tags::eval::eval_event` (the reference semantics).
+//! 4. Per file, the cheap columns are read first; `properties` is then read with a row
+//!    selection of only the rows where a candidate slot reads properties, and each selected
+//!    row's JSON is split once ([`crate::json`]) and shared by its slots.
+//! 5. Updates of numeric slots are buffered per file and applied slot by slot in tight loops,
+//!    so the random accesses into the per-id state arrays overlap their cache misses.
+//! 6. Files are shared out to `threads` workers, each with its own state arrays (indexed by
 //!    survivor id), merged when all are done.
 
 use std::collections::{HashMap, HashSet};
@@ -287,6 +292,17 @@ pub(crate) struct SlotPlan {
     /// The general evaluator reads properties (the row's JSON is parsed into a map).
     needs_map: bool,
     needs_row: bool,
+    /// Updates are buffered per file and applied in one tight loop per slot (numbers only).
+    batched: bool,
+}
+
+/// A buffered update of a batched slot.
+#[derive(Debug, Clone, Copy)]
+struct Pend {
+    sid: u32,
+    x: f64,
+    ts: i64,
+    off: u64,
 }
 
 fn flatten_and(e: &Expr, out: &mut Vec<Expr>) {
@@ -317,6 +333,7 @@ fn compile_slot(
         needs_props: false,
         needs_map: false,
         needs_row: false,
+        batched: false,
     };
     let mut conj = Vec::new();
     if let Some(f) = &agg.filter {
@@ -382,6 +399,13 @@ fn compile_slot(
         }
     }
     s.needs_row = !s.residual.is_empty() || matches!(s.arg, ArgPlan::General(_));
+    s.batched = match s.func {
+        AggFunc::Count | AggFunc::Sum | AggFunc::Avg | AggFunc::FirstTime | AggFunc::LastTime => {
+            true
+        }
+        AggFunc::Min | AggFunc::Max | AggFunc::First | AggFunc::Last => s.result == Type::Number,
+        AggFunc::CountDistinct | AggFunc::MostFrequent => false,
+    };
     Ok(s)
 }
 
@@ -562,6 +586,70 @@ impl State {
         }
     }
 
+    /// Applies buffered updates of a batched slot in one tight loop (independent random
+    /// accesses, so the CPU overlaps their cache misses).
+    fn update_many(&mut self, list: &[Pend]) {
+        match self {
+            State::Count(c) => {
+                for p in list {
+                    c[p.sid as usize] += 1;
+                }
+            }
+            State::Sum(s) => {
+                for p in list {
+                    s[p.sid as usize] += p.x;
+                }
+            }
+            State::Avg(s, n) => {
+                for p in list {
+                    s[p.sid as usize] += p.x;
+                    n[p.sid as usize] += 1;
+                }
+            }
+            State::Extreme {
+                col: Column::Num(c),
+                max,
+            } => {
+                let max = *max;
+                for p in list {
+                    let cur = &mut c[p.sid as usize];
+                    if cur.is_nan() || (max && p.x > *cur) || (!max && p.x < *cur) {
+                        *cur = p.x;
+                    }
+                }
+            }
+            State::Edge {
+                key,
+                col: Column::Num(c),
+                last,
+            } => {
+                let last = *last;
+                for p in list {
+                    let i = p.sid as usize;
+                    let k = (p.ts, p.off);
+                    if c[i].is_nan() || (last && k > key[i]) || (!last && k < key[i]) {
+                        key[i] = k;
+                        c[i] = p.x;
+                    }
+                }
+            }
+            State::EdgeTime { t, last } => {
+                let last = *last;
+                for p in list {
+                    let cur = &mut t[p.sid as usize];
+                    if *cur == i64::MIN || (last && p.ts > *cur) || (!last && p.ts < *cur) {
+                        *cur = p.ts;
+                    }
+                }
+            }
+            other => {
+                for p in list {
+                    other.update(p.sid, p.ts, p.off, Value::Num(p.x));
+                }
+            }
+        }
+    }
+
     fn merge(&mut self, other: State) {
         match (self, other) {
             (State::Count(a), State::Count(b)) => a.iter_mut().zip(b).for_each(|(x, y)| *x += y),
@@ -693,6 +781,9 @@ struct Scan<'a> {
     max_hi: i64,
     need_offset: bool,
     survivor: &'a [u32],
+    /// Bit `id` set when `survivor[id] == id` (most ids): a 1/32-size table that stays in
+    /// cache, so the full map is only read for retired ids.
+    identity: Vec<u64>,
     as_of: i64,
     tz: Tz,
     batch_size: usize,
@@ -895,8 +986,19 @@ impl Scan<'_> {
             if b.pids.is_null(i) || b.ts.is_null(i) {
                 continue;
             }
-            let Some(&sid) = self.survivor.get(b.pids.value(i) as usize) else {
-                continue;
+            let pid = b.pids.value(i);
+            let p = pid as usize;
+            let own = self
+                .identity
+                .get(p >> 6)
+                .is_some_and(|w| (w >> (p & 63)) & 1 == 1);
+            let sid = if own {
+                pid
+            } else {
+                match self.survivor.get(p) {
+                    Some(&s) => s,
+                    None => continue,
+                }
             };
             if sid == NO_PROFILE {
                 continue;
@@ -954,6 +1056,7 @@ impl Scan<'_> {
         let w = self.words;
         let empty = serde_json::Map::new();
         let mut obj = JsonObject::new();
+        let mut pending: Vec<Vec<Pend>> = vec![Vec::new(); self.slots.len()];
         for (h, masks) in hits.rows.iter().zip(hits.masks.chunks_exact(w)) {
             let Some(b) = batches.get(h.batch as usize) else {
                 continue;
@@ -1009,9 +1112,26 @@ impl Scan<'_> {
                             v
                         }
                     };
-                    states[si].update(h.sid, ts, off, v);
+                    if s.batched {
+                        let x = match v {
+                            Value::Num(x) => x,
+                            Value::Null if matches!(s.arg, ArgPlan::None) => 0.0,
+                            _ => continue,
+                        };
+                        pending[si].push(Pend {
+                            sid: h.sid,
+                            x,
+                            ts,
+                            off,
+                        });
+                    } else {
+                        states[si].update(h.sid, ts, off, v);
+                    }
                 }
             }
+        }
+        for (state, list) in states.iter_mut().zip(&pending) {
+            state.update_many(list);
         }
     }
 }
@@ -1163,6 +1283,15 @@ pub fn aggregate(
         min_lo,
         max_hi,
         survivor: &map.survivor,
+        identity: {
+            let mut bits = vec![0u64; map.survivor.len().div_ceil(64)];
+            for (id, s) in map.survivor.iter().enumerate() {
+                if *s as usize == id {
+                    bits[id >> 6] |= 1 << (id & 63);
+                }
+            }
+            bits
+        },
         as_of: as_of_ms,
         tz: plan.time_zone,
         batch_size: opts.batch_size.max(1),

@@ -55,18 +55,43 @@ fn events() -> Value {
         b.push(track(user, n, event, ts, props));
     };
     for d in 24..30 {
-        push("u1", "Product Viewed", &format!("2024-06-{d}T10:00:00Z"), json!({"sku": "A1"}));
+        push(
+            "u1",
+            "Product Viewed",
+            &format!("2024-06-{d}T10:00:00Z"),
+            json!({"sku": "A1"}),
+        );
     }
     push("u1", "Product Added", "2024-06-29T10:00:00Z", json!({}));
     push("u1", "Product Added", "2024-06-30T10:00:00Z", json!({}));
-    push("u1", "Order Completed", "2024-05-01T10:00:00Z", json!({"revenue": 400}));
-    push("u1", "Order Completed", "2024-06-20T10:00:00Z", json!({"revenue": "200"}));
-    push("u2", "Order Completed", "2024-05-21T10:00:00Z", json!({"revenue": 80}));
+    push(
+        "u1",
+        "Order Completed",
+        "2024-05-01T10:00:00Z",
+        json!({"revenue": 400}),
+    );
+    push(
+        "u1",
+        "Order Completed",
+        "2024-06-20T10:00:00Z",
+        json!({"revenue": "200"}),
+    );
+    push(
+        "u2",
+        "Order Completed",
+        "2024-05-21T10:00:00Z",
+        json!({"revenue": 80}),
+    );
     push("u2", "Product Viewed", "2024-06-29T10:00:00Z", json!({}));
     push("u2", "Product Viewed", "2024-06-29T11:00:00Z", json!({}));
     push("u3", "Product Viewed", "2024-06-30T12:00:00Z", json!({}));
     // After as_of: must not count.
-    push("u3", "Order Completed", "2024-07-02T12:00:00Z", json!({"revenue": 9999}));
+    push(
+        "u3",
+        "Order Completed",
+        "2024-07-02T12:00:00Z",
+        json!({"revenue": 9999}),
+    );
     let mut identify = vec![
         json!({"type": "identify", "userId": "u1", "messageId": "id-u1", "timestamp": "2024-01-01T00:00:00Z",
                "traits": {"phone": "13800000001", "consent": {"sms": {"marketing": "granted"}}}}),
@@ -78,7 +103,9 @@ fn events() -> Value {
 }
 
 fn id_of(server: &Server, user: &str) -> u64 {
-    server.admin_get(&format!("/api/v1/profiles/by-identifier/user_id/{user}")).json()["id"]
+    server
+        .admin_get(&format!("/api/v1/profiles/by-identifier/user_id/{user}"))
+        .json()["id"]
         .as_u64()
         .expect("id")
 }
@@ -89,10 +116,18 @@ fn tags_are_applied_computed_explained_and_select_audiences() {
     let data = dir.path().join("data");
     add_source(&data, "shop", "ecommerce", KEY);
     let server = Server::start(&data, &[]);
-    assert_eq!(server.ingest("/v1/batch", KEY, &events().to_string()).status, 200);
+    assert_eq!(
+        server
+            .ingest("/v1/batch", KEY, &events().to_string())
+            .status,
+        200
+    );
 
     // A broken definition: a 400 naming the line and column, nothing recorded.
-    let r = server.admin_post("/api/v1/tags", "name: broken\nrule: count(event = \"X\", within 7x) >= 1\n");
+    let r = server.admin_post(
+        "/api/v1/tags",
+        "name: broken\nrule: count(event = \"X\", within 7x) >= 1\n",
+    );
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["code"], "invalid_definition");
     let msg = r.json()["message"].as_str().unwrap_or_default().to_string();
@@ -108,29 +143,58 @@ fn tags_are_applied_computed_explained_and_select_audiences() {
     let report = r.json();
     assert_eq!(report["profiles"], 3, "{report}");
 
-    let (u1, u2, u3) = (id_of(&server, "u1"), id_of(&server, "u2"), id_of(&server, "u3"));
+    let (u1, u2, u3) = (
+        id_of(&server, "u1"),
+        id_of(&server, "u2"),
+        id_of(&server, "u3"),
+    );
     let tags = |id: u64| server.admin_get(&format!("/api/v1/profiles/{id}")).json()["tags"].clone();
-    assert_eq!(tags(u1), json!({"high_intent": true, "spend_90d": 600.0, "lifecycle": "active", "vip": true}));
+    assert_eq!(
+        tags(u1),
+        json!({"high_intent": true, "spend_90d": 600.0, "lifecycle": "active", "vip": true})
+    );
     assert_eq!(tags(u2)["lifecycle"], "dormant");
     assert_eq!(tags(u2)["spend_90d"], 80.0);
     assert_eq!(tags(u2)["high_intent"], false);
-    assert_eq!(tags(u3)["lifecycle"], "prospect", "the order after as_of does not exist");
+    assert_eq!(
+        tags(u3)["lifecycle"],
+        "prospect",
+        "the order after as_of does not exist"
+    );
     assert_eq!(tags(u3)["spend_90d"], 0.0);
 
     // Why u1 is high intent.
-    let e = server.admin_get(&format!("/api/v1/profiles/{u1}/tags/high_intent/explain")).json();
+    let e = server
+        .admin_get(&format!("/api/v1/profiles/{u1}/tags/high_intent/explain"))
+        .json();
     assert_eq!(e["value"], "true", "{e}");
     let summary = e["summary"].as_str().unwrap_or_default();
-    assert!(summary.contains("count(event = \"Product Viewed\", within 7d) = 6 >= 5 ✓"), "{summary}");
+    assert!(
+        summary.contains("count(event = \"Product Viewed\", within 7d) = 6 >= 5 ✓"),
+        "{summary}"
+    );
     assert!(summary.contains("= 0 >= 1 ✗"), "{summary}");
 
     // Audiences.
-    let p = server.admin_post("/api/v1/audiences/preview", r#"{"expression": "lifecycle in (\"active\", \"dormant\") and not high_intent"}"#).json();
+    let p = server
+        .admin_post(
+            "/api/v1/audiences/preview",
+            r#"{"expression": "lifecycle in (\"active\", \"dormant\") and not high_intent"}"#,
+        )
+        .json();
     assert_eq!(p["count"], 1, "{p}");
     assert_eq!(p["sample"], json!([u2]));
-    let p = server.admin_post("/api/v1/audiences/preview", r#"{"expression": "spend_90d >= 50 and spend_90d < 1000"}"#).json();
+    let p = server
+        .admin_post(
+            "/api/v1/audiences/preview",
+            r#"{"expression": "spend_90d >= 50 and spend_90d < 1000"}"#,
+        )
+        .json();
     assert_eq!(p["count"], 2, "{p}");
-    let r = server.admin_post("/api/v1/audiences/preview", r#"{"expression": "lifecycle = \"active\" and count(event = \"X\") > 1"}"#);
+    let r = server.admin_post(
+        "/api/v1/audiences/preview",
+        r#"{"expression": "lifecycle = \"active\" and count(event = \"X\") > 1"}"#,
+    );
     assert_eq!(r.status, 400, "aggregates are not audience terms");
     let r = server.admin_post("/api/v1/audiences", r#"{"name": "buyers", "expression": "spend_90d > 0", "title": "购买过的人", "owner": "crm"}"#);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -139,22 +203,44 @@ fn tags_are_applied_computed_explained_and_select_audiences() {
     // Export by phone for SMS: u1 consented, u2 did not.
     let r = server.admin_get("/api/v1/audiences/buyers/export?identifier=phone");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(String::from_utf8_lossy(&r.body), format!("profile_id,phone\n{u1},+8613800000001\n"));
+    assert_eq!(
+        String::from_utf8_lossy(&r.body),
+        format!("profile_id,phone\n{u1},+8613800000001\n")
+    );
     assert_eq!(r.header("x-portrait-skipped-no-consent"), Some("1"));
-    let r = server.admin_get("/api/v1/audiences/buyers/export?identifier=phone&consent=false&format=jsonl");
+    let r = server
+        .admin_get("/api/v1/audiences/buyers/export?identifier=phone&consent=false&format=jsonl");
     assert_eq!(String::from_utf8_lossy(&r.body).lines().count(), 2);
 
     // A new version: impact preview, then publish; archiving a tag in use is refused.
     let changed = TAGS.replace("tag.spend_90d >= 500", "tag.spend_90d >= 50");
     let r = server.admin_post("/api/v1/tags", &changed).json();
-    let vip = r["tags"].as_array().and_then(|t| t.iter().find(|t| t["name"] == "vip")).cloned().expect("vip");
+    let vip = r["tags"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "vip"))
+        .cloned()
+        .expect("vip");
     assert_eq!(vip["version"], 2);
     assert_eq!(vip["created"], true);
-    let unchanged = r["tags"].as_array().and_then(|t| t.iter().find(|t| t["name"] == "lifecycle")).cloned().expect("lifecycle");
-    assert_eq!(unchanged["created"], false, "an identical definition makes no version");
+    let unchanged = r["tags"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "lifecycle"))
+        .cloned()
+        .expect("lifecycle");
+    assert_eq!(
+        unchanged["created"], false,
+        "an identical definition makes no version"
+    );
     let i = server.admin_get("/api/v1/tags/vip/impact").json();
-    assert_eq!((i["gained"].clone(), i["lost"].clone()), (json!(0), json!(0)), "u2 is dormant: {i}");
-    assert_eq!(server.admin_post("/api/v1/tags/vip/publish", "").status, 200);
+    assert_eq!(
+        (i["gained"].clone(), i["lost"].clone()),
+        (json!(0), json!(0)),
+        "u2 is dormant: {i}"
+    );
+    assert_eq!(
+        server.admin_post("/api/v1/tags/vip/publish", "").status,
+        200
+    );
     let t = server.admin_get("/api/v1/tags/vip").json();
     assert_eq!(t["published_version"], 2, "{t}");
     assert_eq!(t["versions"][0]["state"], "superseded");
@@ -174,12 +260,34 @@ fn tags_are_applied_computed_explained_and_select_audiences() {
     let (ok, out, err) = portrait(&["tags", "explain", "--data", d, "lifecycle"]);
     assert!(ok, "{err}");
     assert!(out.contains("SELECT") && out.contains("FILTER"), "{out}");
-    let (ok, out, err) = portrait(&["compute", "--data", d, "--as-of", "2024-06-30T16:00:00Z", "--engine", "datafusion", "--json"]);
+    let (ok, out, err) = portrait(&[
+        "compute",
+        "--data",
+        d,
+        "--as-of",
+        "2024-06-30T16:00:00Z",
+        "--engine",
+        "datafusion",
+        "--json",
+    ]);
     assert!(ok, "{err}");
     let report: Value = serde_json::from_str(&out).expect("json");
-    let vip = report["tags"].as_array().and_then(|t| t.iter().find(|t| t["name"] == "vip")).cloned().expect("vip");
-    assert_eq!(vip["population"], 1, "DataFusion computes the same values: {report}");
-    let (ok, out, _) = portrait(&["audience", "preview", "--data", d, "lifecycle = \"prospect\""]);
+    let vip = report["tags"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "vip"))
+        .cloned()
+        .expect("vip");
+    assert_eq!(
+        vip["population"], 1,
+        "DataFusion computes the same values: {report}"
+    );
+    let (ok, out, _) = portrait(&[
+        "audience",
+        "preview",
+        "--data",
+        d,
+        "lifecycle = \"prospect\"",
+    ]);
     assert!(ok);
     assert!(out.starts_with("1 of 3 profiles"), "{out}");
 }

@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let s = stages[(mix(u64::from(i), 14) % 5) as usize];
         by_stage.entry(s.to_string()).or_default().insert(i);
     }
-    store.set_enum("lifecycle", by_stage)?;
+    store.set_enum("lifecycle", by_stage.into_iter().collect())?;
     store.set_numeric(
         "spend_90d",
         (0..n as u32).map(|i| (i, (mix(u64::from(i), 15) % 200_000) as f64 / 100.0)),

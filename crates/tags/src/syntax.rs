@@ -921,7 +921,7 @@ impl Parser {
                     if is_kw(self.peek(), "days") || is_kw(self.peek(), "day") {
                         self.pos += 1;
                     }
-                    if n.fract() != 0.0 || n < 1.0 || n > 100_000.0 {
+                    if n.fract() != 0.0 || !(1.0..=100_000.0).contains(&n) {
                         return err(ns, "calendar windows need a whole number of days ≥ 1", None);
                     }
                     let span = start.to(Span::new(start.start, self.prev_end()));

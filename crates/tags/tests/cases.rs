@@ -1,6 +1,8 @@
 //! Runs every `tests/cases/*.tagtest` file through the reference evaluator.
 //! `PORTRAIT_BLESS=1 cargo test -p portrait-tags --test cases` rewrites the expectations.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use portrait_tags::casefile;

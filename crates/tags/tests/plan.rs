@@ -1,8 +1,10 @@
 //! The printed plan of the example bundle (proves aggregate dedup) and YAML round trips.
 
+#![allow(clippy::unwrap_used)]
+
 use expect_test::expect;
 use portrait_tags::compile::{compile, Known};
-use portrait_tags::def::{parse_defs, to_yaml};
+use portrait_tags::def::parse_defs;
 
 const EXAMPLE: &str = include_str!("example.yaml");
 
@@ -14,9 +16,9 @@ fn example_plan() {
     expect![[r#"
         time zone Asia/Shanghai
         aggregates:
-          a0 = count(event = "Product Viewed", within 1w)  :: number
-          a1 = count(event = "Product Favorited", within 1w)  :: number
-          a2 = count(event = "Product Added", within 1w)  :: number
+          a0 = count(event = "Product Viewed", within 7d)  :: number
+          a1 = count(event = "Product Favorited", within 7d)  :: number
+          a2 = count(event = "Product Added", within 7d)  :: number
           a3 = sum(properties.revenue::number, event = "Order Completed", within 90d)  :: number
           a4 = last_time(event = "Order Completed")  :: time
           a5 = count(event = "Order Completed", within 30d)  :: number
