@@ -196,6 +196,10 @@ fn tags_are_applied_computed_explained_and_select_audiences() {
         r#"{"expression": "lifecycle = \"active\" and count(event = \"X\") > 1"}"#,
     );
     assert_eq!(r.status, 400, "aggregates are not audience terms");
+    // Consent is usable in audiences (and rules) as traits.consent.<channel>.<purpose>.
+    let p = server.admin_post("/api/v1/audiences/preview", r#"{"expression": "spend_90d > 0 and traits.consent.sms.marketing = \"granted\""}"#).json();
+    assert_eq!(p["count"], 1, "{p}");
+    assert_eq!(p["sample"], json!([u1]));
     let r = server.admin_post("/api/v1/audiences", r#"{"name": "buyers", "expression": "spend_90d > 0", "title": "购买过的人", "owner": "crm"}"#);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["size"], 2);

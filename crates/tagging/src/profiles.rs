@@ -37,8 +37,10 @@ pub fn read_profiles(lake: &Path, with_traits: bool) -> Result<LakeProfiles, Tag
     let schema = builder.parquet_schema();
     let mut cols = vec![0usize];
     let traits_col = schema.columns().iter().position(|c| c.name() == "traits");
+    let consent_col = schema.columns().iter().position(|c| c.name() == "consent");
     if with_traits {
         cols.extend(traits_col);
+        cols.extend(consent_col);
     }
     let mask = ProjectionMask::roots(schema, cols);
     let reader = builder
@@ -62,16 +64,42 @@ pub fn read_profiles(lake: &Path, with_traits: bool) -> Result<LakeProfiles, Tag
                 .column_by_name("traits")
                 .and_then(|c| c.as_any().downcast_ref::<StringArray>())
                 .ok_or_else(|| bad(&"column traits is not Utf8"))?;
+            let consent = batch
+                .column_by_name("consent")
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>());
             for i in 0..col.len() {
-                let map = if col.is_null(i) {
+                let mut map: Traits = if col.is_null(i) {
                     Traits::new()
                 } else {
                     serde_json::from_str(col.value(i)).unwrap_or_default()
                 };
+                if let Some(c) = consent.filter(|c| !c.is_null(i)) {
+                    let pairs: Traits = serde_json::from_str(c.value(i)).unwrap_or_default();
+                    overlay_consent(&mut map, pairs.iter().filter_map(|(k, v)| Some((k.as_str(), v.as_str()?))));
+                }
                 traits.push(map);
             }
         }
     }
     out.universe = out.ids.iter().copied().collect();
     Ok(out)
+}
+
+/// Makes consent readable by tag rules and audiences as `traits.consent.<channel>.<purpose>`
+/// (`"granted"`/`"denied"`; absent = unknown): the profile's consent decisions, from every
+/// source (events, the consent trait, the API), replace whatever `consent` trait was sent.
+pub fn overlay_consent<'a>(traits: &mut Traits, pairs: impl Iterator<Item = (&'a str, &'a str)>) {
+    let mut tree = Traits::new();
+    for (key, state) in pairs {
+        let Some((channel, purpose)) = key.split_once('/') else {
+            continue;
+        };
+        let entry = tree
+            .entry(channel.to_string())
+            .or_insert_with(|| serde_json::Value::Object(Traits::new()));
+        if let serde_json::Value::Object(m) = entry {
+            m.insert(purpose.to_string(), serde_json::Value::String(state.to_string()));
+        }
+    }
+    traits.insert("consent".into(), serde_json::Value::Object(tree));
 }

@@ -1109,7 +1109,7 @@ impl Tagging {
         let (refs, traits, survivor) = {
             let state = self.engine.state();
             let p = state.book.get(id).ok_or(TaggingError::UnknownProfile(id))?;
-            let traits: serde_json::Map<String, serde_json::Value> = p
+            let mut traits: serde_json::Map<String, serde_json::Value> = p
                 .traits
                 .iter()
                 .map(|(k, v)| {
@@ -1119,6 +1119,10 @@ impl Tagging {
                     )
                 })
                 .collect();
+            crate::profiles::overlay_consent(
+                &mut traits,
+                p.consent.iter().map(|(k, r)| (k.as_str(), r.state.as_str())),
+            );
             (p.events.clone(), traits, p.id)
         };
         let sources = self.engine.sources();
