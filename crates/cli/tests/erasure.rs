@@ -168,3 +168,43 @@ fn an_erased_person_is_gone_from_every_file_and_stays_gone() {
     let audit = std::fs::read_to_string(data.join("audit.jsonl")).expect("audit");
     assert!(audit.contains("DELETE"), "{audit}");
 }
+
+#[test]
+fn bulk_erasure_from_an_uploaded_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    add_source(&data, "app", "app", KEY);
+    let server = Server::start(&data, &[]);
+    let batch = json!({"batch": [
+        {"type": "identify", "userId": "a", "messageId": "1", "traits": {"phone": "13900000001"}},
+        {"type": "identify", "userId": "b", "messageId": "2", "traits": {"phone": "13900000002"}},
+        {"type": "identify", "userId": "c", "messageId": "3", "traits": {"phone": "13900000003"}}
+    ]});
+    assert_eq!(server.ingest("/v1/batch", KEY, &batch.to_string()).status, 200);
+    let auth = format!("Bearer {}", common::TOKEN);
+    let post = |body: &str| {
+        server.request(
+            "POST",
+            "/api/v1/erasures",
+            &[("Authorization", &auth), ("Content-Type", "text/plain")],
+            body.as_bytes(),
+        )
+    };
+    // A bad line refuses the whole file: nobody is erased.
+    let r = post("phone:13900000001\nnot an identifier\n");
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("line 2"));
+    assert_eq!(server.admin_get("/api/v1/profiles/by-identifier/user_id/a").status, 200);
+
+    let r = post("# 2024-06 deletion requests\nphone:13900000001\nuser_id:b\n\nphone:13911112222\n");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let body = r.json();
+    assert_eq!(body["erasures"].as_array().map(Vec::len), Some(2), "{body}");
+    assert_eq!(body["not_found"], 1);
+    for user in ["a", "b"] {
+        let r = server.admin_get(&format!("/api/v1/profiles/by-identifier/user_id/{user}"));
+        assert_eq!(r.status, 404, "{user} is erased");
+    }
+    assert_eq!(server.admin_get("/api/v1/profiles/by-identifier/user_id/c").status, 200);
+    server.stop();
+}

@@ -294,4 +294,18 @@ fn tags_are_applied_computed_explained_and_select_audiences() {
     ]);
     assert!(ok);
     assert!(out.starts_with("1 of 3 profiles"), "{out}");
+
+    // Erasure reaches the tag store: the person leaves every bitmap and column at once.
+    let (ok, _, err) = portrait(&["erase", "--data", d, "--id", &u3.to_string()]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = portrait(&["audience", "preview", "--data", d, "lifecycle = \"prospect\""]);
+    assert!(ok);
+    assert!(out.starts_with("0 of 2 profiles"), "{out}");
+    let store = data.join("tags").join("store");
+    let mut found = false;
+    for e in std::fs::read_dir(&store).expect("store dir") {
+        let bytes = std::fs::read(e.expect("entry").path()).expect("read");
+        found |= !bytes.is_empty();
+    }
+    assert!(found, "the tag store is on disk");
 }

@@ -237,13 +237,47 @@ pub mod http {
         pub profiles: Vec<ProfileId>,
     }
 
+    /// A bulk erasure file: one `type:value` per line (blank lines and `#` comments skipped),
+    /// e.g. `phone:13800000000`. A bad line is a 400 naming it; nothing is erased then.
+    fn bulk_from_lines(body: &[u8]) -> Result<Bulk, ApiError> {
+        let text = std::str::from_utf8(body)
+            .map_err(|_| ApiError::BadRequest("the erasure file is not UTF-8".into()))?;
+        let mut identifiers = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (kind, value) = line.split_once(':').ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "line {}: `{line}` is not `type:value` (e.g. phone:13800000000)",
+                    n + 1
+                ))
+            })?;
+            identifiers.push(crate::admin::Unmerge {
+                kind: kind.trim().to_string(),
+                value: value.trim().to_string(),
+            });
+        }
+        Ok(Bulk {
+            identifiers,
+            profiles: Vec::new(),
+        })
+    }
+
     /// `POST /api/v1/erasures`: erases many people; identifiers that match nobody are counted.
+    /// The body is JSON `{identifiers, profiles}` or a file of `type:value` lines.
     pub async fn erase_bulk(
         State(app): State<Arc<App>>,
         body: axum::body::Bytes,
     ) -> Result<Json<Value>, ApiError> {
-        let req: Bulk = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::InvalidJson(format!("invalid body: {e}")))?;
+        let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+        let req: Bulk = if first == Some(b'{') {
+            serde_json::from_slice(&body)
+                .map_err(|e| ApiError::InvalidJson(format!("invalid body: {e}")))?
+        } else {
+            bulk_from_lines(&body)?
+        };
         let mut ids = req.profiles.clone();
         let mut unknown = 0usize;
         for i in &req.identifiers {

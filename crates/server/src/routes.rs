@@ -303,7 +303,7 @@ pub static ROUTES: &[Route] = &[
         path: "/api/v1/erasures",
         role: Role::Admin,
         data: Data::Writes,
-        summary: "Erase many people `{identifiers: [{type, value}], profiles: [id]}`",
+        summary: "Erase many people: JSON `{identifiers: [{type, value}], profiles: [id]}`, or a file of `type:value` lines",
         hidden_params: &[],
         query: &[],
         body: JSON,
