@@ -143,6 +143,15 @@ fn tags_are_applied_computed_explained_and_select_audiences() {
     let report = r.json();
     assert_eq!(report["profiles"], 3, "{report}");
 
+    // Names never ingested are warnings with the closest name seen in the data.
+    let r = server.admin_post(
+        "/api/v1/tags",
+        "name: typo\nrule: count(event = \"Order Complete\") >= 1\n",
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let warnings = r.json()["warnings"].to_string();
+    assert!(warnings.contains("Order Completed"), "{warnings}");
+
     let (u1, u2, u3) = (
         id_of(&server, "u1"),
         id_of(&server, "u2"),
@@ -197,7 +206,12 @@ fn tags_are_applied_computed_explained_and_select_audiences() {
     );
     assert_eq!(r.status, 400, "aggregates are not audience terms");
     // Consent is usable in audiences (and rules) as traits.consent.<channel>.<purpose>.
-    let p = server.admin_post("/api/v1/audiences/preview", r#"{"expression": "spend_90d > 0 and traits.consent.sms.marketing = \"granted\""}"#).json();
+    let p = server
+        .admin_post(
+            "/api/v1/audiences/preview",
+            r#"{"expression": "spend_90d > 0 and traits.consent.sms.marketing = \"granted\""}"#,
+        )
+        .json();
     assert_eq!(p["count"], 1, "{p}");
     assert_eq!(p["sample"], json!([u1]));
     let r = server.admin_post("/api/v1/audiences", r#"{"name": "buyers", "expression": "spend_90d > 0", "title": "购买过的人", "owner": "crm"}"#);
@@ -298,7 +312,13 @@ fn tags_are_applied_computed_explained_and_select_audiences() {
     // Erasure reaches the tag store: the person leaves every bitmap and column at once.
     let (ok, _, err) = portrait(&["erase", "--data", d, "--id", &u3.to_string()]);
     assert!(ok, "{err}");
-    let (ok, out, _) = portrait(&["audience", "preview", "--data", d, "lifecycle = \"prospect\""]);
+    let (ok, out, _) = portrait(&[
+        "audience",
+        "preview",
+        "--data",
+        d,
+        "lifecycle = \"prospect\"",
+    ]);
     assert!(ok);
     assert!(out.starts_with("0 of 2 profiles"), "{out}");
     let store = data.join("tags").join("store");

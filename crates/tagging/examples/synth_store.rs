@@ -19,7 +19,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     store.set_universe(universe);
     store.set_bool("high_intent", half_set(n, 11));
     store.set_bool("vip", half_set(n, 12));
-    store.set_bool("complained_30d", (0..n as u32).filter(|i| mix(u64::from(*i), 13) % 100 < 3).collect());
+    store.set_bool(
+        "complained_30d",
+        (0..n as u32)
+            .filter(|i| mix(u64::from(*i), 13) % 100 < 3)
+            .collect(),
+    );
     let stages = ["prospect", "new", "active", "dormant", "churned"];
     let mut by_stage: BTreeMap<String, RoaringBitmap> = BTreeMap::new();
     for i in 0..n as u32 {
@@ -32,6 +37,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (0..n as u32).map(|i| (i, (mix(u64::from(i), 15) % 200_000) as f64 / 100.0)),
     );
     let stats = store.save(&dir.join("tags").join("store"))?;
-    println!("{n} profiles, 5 tags written in {:.1}s: {stats:?}", started.elapsed().as_secs_f64());
+    println!(
+        "{n} profiles, 5 tags written in {:.1}s: {stats:?}",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

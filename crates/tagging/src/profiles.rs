@@ -75,7 +75,12 @@ pub fn read_profiles(lake: &Path, with_traits: bool) -> Result<LakeProfiles, Tag
                 };
                 if let Some(c) = consent.filter(|c| !c.is_null(i)) {
                     let pairs: Traits = serde_json::from_str(c.value(i)).unwrap_or_default();
-                    overlay_consent(&mut map, pairs.iter().filter_map(|(k, v)| Some((k.as_str(), v.as_str()?))));
+                    overlay_consent(
+                        &mut map,
+                        pairs
+                            .iter()
+                            .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?))),
+                    );
                 }
                 traits.push(map);
             }
@@ -98,8 +103,81 @@ pub fn overlay_consent<'a>(traits: &mut Traits, pairs: impl Iterator<Item = (&'a
             .entry(channel.to_string())
             .or_insert_with(|| serde_json::Value::Object(Traits::new()));
         if let serde_json::Value::Object(m) = entry {
-            m.insert(purpose.to_string(), serde_json::Value::String(state.to_string()));
+            m.insert(
+                purpose.to_string(),
+                serde_json::Value::String(state.to_string()),
+            );
         }
     }
     traits.insert("consent".into(), serde_json::Value::Object(tree));
+}
+
+/// Names seen in the data, for "did you mean" warnings on definitions: event names from the
+/// most recent part files of the lake (up to `files`), trait keys (top level, and one level
+/// below) from the first profiles of `profiles.parquet`. A sample, so a warning can be missing
+/// for rare names; never an error.
+pub fn vocabulary(lake: &Path, files: usize) -> (Vec<String>, Vec<String>) {
+    use arrow::array::{AsArray, DictionaryArray};
+    use arrow::datatypes::Int32Type;
+    let mut events = std::collections::BTreeSet::new();
+    let mut parts: Vec<std::path::PathBuf> = Vec::new();
+    if let Ok(dates) = std::fs::read_dir(lake.join("events")) {
+        let mut dates: Vec<_> = dates.filter_map(Result::ok).map(|e| e.path()).collect();
+        dates.sort();
+        for d in dates.iter().rev() {
+            if let Ok(entries) = std::fs::read_dir(d) {
+                parts.extend(
+                    entries
+                        .filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|x| x == "parquet")),
+                );
+            }
+            if parts.len() >= files {
+                break;
+            }
+        }
+    }
+    for part in parts.iter().take(files) {
+        let Ok(f) = std::fs::File::open(part) else {
+            continue;
+        };
+        let Ok(builder) = ParquetRecordBatchReaderBuilder::try_new(f) else {
+            continue;
+        };
+        let Some(col) = builder
+            .parquet_schema()
+            .columns()
+            .iter()
+            .position(|c| c.name() == "event")
+        else {
+            continue;
+        };
+        let mask = ProjectionMask::leaves(builder.parquet_schema(), [col]);
+        let Ok(reader) = builder.with_projection(mask).build() else {
+            continue;
+        };
+        for batch in reader.flatten() {
+            if let Some(dict) = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<DictionaryArray<Int32Type>>()
+            {
+                let values = dict.values().as_string::<i32>();
+                events.extend(values.iter().flatten().map(str::to_string));
+            }
+        }
+    }
+    let mut traits = std::collections::BTreeSet::new();
+    if let Ok(p) = read_profiles(lake, true) {
+        for t in p.traits.iter().flatten().take(10_000) {
+            for (k, v) in t {
+                traits.insert(k.clone());
+                if let serde_json::Value::Object(inner) = v {
+                    traits.extend(inner.keys().map(|i| format!("{k}.{i}")));
+                }
+            }
+        }
+    }
+    (events.into_iter().collect(), traits.into_iter().collect())
 }

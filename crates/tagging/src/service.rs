@@ -261,6 +261,17 @@ impl Tagging {
         }
     }
 
+    /// [`Tagging::known`] plus the event names and traits seen in the lake (a sample), so
+    /// applying a definition warns about names that were never ingested.
+    fn known_with_vocabulary(&self) -> Known {
+        let (events, traits) = crate::profiles::vocabulary(&self.lake, 64);
+        Known {
+            events,
+            traits,
+            ..self.known()
+        }
+    }
+
     /// Published definitions (the latest published version of each tag), parsed.
     fn published_defs(
         &self,
@@ -300,7 +311,7 @@ impl Tagging {
             .collect();
         all.extend(defs.iter().cloned());
         let Compiled { plan, warnings } =
-            compile(&all, &self.known()).map_err(|d| diagnostics(&d))?;
+            compile(&all, &self.known_with_vocabulary()).map_err(|d| diagnostics(&d))?;
         let now = portrait_core::time::now();
         let mut report = ApplyReport {
             tags: Vec::new(),
@@ -917,7 +928,7 @@ fn restrict(
 /// Converts a computed column into stored form: rules → a bitmap; stages, string metrics and
 /// externals → one bitmap per value; numbers (metrics, buckets) → a numeric column; instants
 /// → a numeric column of ms.
-fn to_tag_data(
+pub fn to_tag_data(
     ty: Type,
     body: &TagBody,
     ids: &[u32],
@@ -1121,7 +1132,9 @@ impl Tagging {
                 .collect();
             crate::profiles::overlay_consent(
                 &mut traits,
-                p.consent.iter().map(|(k, r)| (k.as_str(), r.state.as_str())),
+                p.consent
+                    .iter()
+                    .map(|(k, r)| (k.as_str(), r.state.as_str())),
             );
             (p.events.clone(), traits, p.id)
         };
