@@ -149,6 +149,8 @@ pub struct Tagging {
     state: Mutex<StoreState>,
     compute_lock: Mutex<()>,
     compact_lock: Mutex<()>,
+    /// Identity fingerprint (live profiles, id space, unmerges) and time of the last sync.
+    identity_seen: Mutex<((u64, u32, u64), i64)>,
 }
 
 fn diagnostics(d: &[Diagnostic]) -> TaggingError {
@@ -203,6 +205,7 @@ impl Tagging {
             state: Mutex::new(state),
             compute_lock: Mutex::new(()),
             compact_lock: Mutex::new(()),
+            identity_seen: Mutex::new(((0, 0, 0), 0)),
         })
     }
 
@@ -562,8 +565,42 @@ impl Tagging {
         Ok((expr, names, snap))
     }
 
+    /// Keeps the stored tags consistent with identity changes between computations: ids merged
+    /// away (or erased) since leave every bitmap and column, so a merged person is never counted
+    /// twice. Runs when the identity fingerprint changed (at most every 10 s above 1M
+    /// profiles); the survivor's values are recomputed by the next computation.
+    pub fn sync_identity(&self) {
+        let now = portrait_core::time::now();
+        let fingerprint = {
+            let st = self.engine.state();
+            (st.book.live() as u64, st.book.id_space(), st.stats.unmerges)
+        };
+        let universe = self.store.snapshot().universe().clone();
+        {
+            // A sync costs a pass over the universe: on large stores, at most every 10 s.
+            let mut seen = self.identity_seen.lock();
+            let throttled = universe.len() > 1_000_000 && now - seen.1 < 10_000;
+            if seen.0 == fingerprint || throttled {
+                return;
+            }
+            *seen = (fingerprint, now);
+        }
+        let gone: RoaringBitmap = {
+            let st = self.engine.state();
+            universe
+                .iter()
+                .filter(|id| st.book.get(*id).is_none_or(|p| p.id != *id))
+                .collect()
+        };
+        if !gone.is_empty() {
+            self.store.remove_ids(&gone);
+            tracing::info!(ids = gone.len(), "retired ids left the tag store");
+        }
+    }
+
     /// The members of an audience expression.
     pub fn select(&self, text: &str) -> Result<(RoaringBitmap, Vec<String>), TaggingError> {
+        self.sync_identity();
         let (expr, names, snap) = self.audience_expr(text)?;
         let members = match portrait_tagstore::select(&snap, &expr, &names) {
             Ok(m) => m,
