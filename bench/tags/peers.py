@@ -1,6 +1,7 @@
-"""Runs the benchmark's aggregate SQL (written by the tagbench example) in DuckDB and chDB,
-both limited to 2 threads, over the same Parquet lake; checks each result against the
-kernel's per-slot checksums and prints a table.
+"""Runs the benchmark's tags SQL (written by the tagbench example with `tags_sql`) in DuckDB and
+chDB, both limited to 2 threads, over the same Parquet lake; checks each engine's tag values
+against Portrait's per-tag checksums (counts per value for rules, stages and buckets; non-null
+count and sum for metrics) and prints a table.
 
 usage: peers.py LAKE_DIR SQL_DIR [RUNS]
 """
@@ -13,48 +14,62 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
-def checksums(table: pa.Table, n_slots: int):
+def key(kind, v):
+    if v is None:
+        return "null"
+    if kind == "rule":
+        return "true" if v else "false"
+    if kind == "buckets":
+        return str(int(v))
+    return str(v)
+
+
+def checksums(table: pa.Table, spec):
     out = []
-    for i in range(n_slots):
-        col = table.column(f"a{i}")
-        t = col.type
-        if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_boolean(t):
-            out.append((len(col) - col.null_count, 0.0))
-            continue
-        col = pc.cast(col, pa.float64())
-        nz = pc.filter(col, pc.and_(pc.is_valid(col), pc.not_equal(col, 0.0)))
-        out.append((len(nz), float(pc.sum(nz).as_py() or 0.0)))
+    for tag in spec:
+        col = table.column(tag["name"])
+        if tag["kind"] == "metric":
+            if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+                out.append({"n": len(col) - col.null_count, "sum": 0.0})
+                continue
+            x = pc.cast(col, pa.float64())
+            out.append({"n": len(x) - x.null_count, "sum": float(pc.sum(x).as_py() or 0.0)})
+        else:
+            counts = {}
+            for row in pc.value_counts(col).to_pylist():
+                k = key(tag["kind"], row["values"])
+                counts[k] = counts.get(k, 0) + row["counts"]
+            out.append({"counts": counts})
     return out
 
 
-def times_checksums(table, n_slots, time_slots):
-    sums = checksums(table, n_slots)
-    for i in time_slots:
-        col = pc.cast(table.column(f"a{i}"), pa.int64())
-        vals = [v for v in col.to_pylist() if v is not None]
-        sums[i] = (len(vals), float(sum(v // 1000 for v in vals)))
-    return sums
-
-
-def same(a, b):
+def differences(got, spec):
     bad = []
-    for i, ((n1, s1), (n2, s2)) in enumerate(zip(a, b)):
-        if n1 != n2 or not math.isclose(s1, s2, rel_tol=1e-6, abs_tol=1e-6):
-            bad.append(f"a{i}: peer ({n1}, {s1}) kernel ({n2}, {s2})")
+    for g, want in zip(got, spec):
+        if want["kind"] == "metric":
+            if g["n"] != want["n"] or not math.isclose(g["sum"], want["sum"], rel_tol=1e-9, abs_tol=1e-6):
+                bad.append(f"{want['name']}: peer (n {g['n']}, sum {g['sum']}) "
+                           f"Portrait (n {want['n']}, sum {want['sum']})")
+        elif g["counts"] != want["counts"]:
+            bad.append(f"{want['name']}: peer {g['counts']} Portrait {want['counts']}")
     return bad
+
+
+def timed(run, runs):
+    best, table = None, None
+    for _ in range(runs):
+        t = time.perf_counter()
+        table = run()
+        dt = time.perf_counter() - t
+        best = dt if best is None else min(best, dt)
+    return best, table
 
 
 def main():
     lake, sql_dir = sys.argv[1], sys.argv[2]
     runs = int(sys.argv[3]) if len(sys.argv) > 3 else 3
-    kernel = json.load(open(f"{sql_dir}/kernel_checksums.json"))
-    ktime = json.load(open(f"{sql_dir}/kernel_times.json"))
-    n_slots = len(kernel)
-    kernel = [tuple(x) for x in kernel]
-    # Time-valued slots: the SQL comments name the function.
-    duck_sql = open(f"{sql_dir}/duckdb.sql").read()
-    time_slots = [i for i in range(n_slots)
-                  if f"-- slot {i}: LastTime" in duck_sql or f"-- slot {i}: FirstTime" in duck_sql]
+    spec = json.load(open(f"{sql_dir}/tags_checksums.json"))
+    ptime = json.load(open(f"{sql_dir}/portrait_times.json"))
     events = f"{lake}/events/*/*.parquet"
     pmap = f"{lake}/profile_map.parquet"
     results = {}
@@ -62,36 +77,32 @@ def main():
     import duckdb
     con = duckdb.connect()
     con.execute("SET threads = 2")
-    q = duck_sql.replace("FROM events e", f"FROM read_parquet('{events}', hive_partitioning = true) e") \
-                .replace("JOIN profile_map m", f"JOIN read_parquet('{pmap}') m")
-    best = None
-    for _ in range(runs):
-        t = time.perf_counter()
-        table = con.sql(q).to_arrow_table()
-        dt = time.perf_counter() - t
-        best = dt if best is None else min(best, dt)
-    results["DuckDB " + duckdb.__version__] = (best, same(times_checksums(table, n_slots, time_slots), kernel), table.num_rows)
+    q = open(f"{sql_dir}/duckdb.sql").read()
+    q = q.replace("FROM events e", f"FROM read_parquet('{events}', hive_partitioning = true) e") \
+         .replace("JOIN profile_map m", f"JOIN read_parquet('{pmap}') m") \
+         .replace("FROM profile_map l", f"FROM read_parquet('{pmap}') l")
+    best, table = timed(lambda: con.sql(q).to_arrow_table(), runs)
+    results["DuckDB " + duckdb.__version__] = (best, differences(checksums(table, spec), spec), table.num_rows)
 
     import chdb
-    ch_sql = open(f"{sql_dir}/clickhouse.sql").read()
-    q = ch_sql.replace("FROM events e", f"FROM file('{events}', Parquet) e") \
-              .replace("JOIN profile_map m", f"JOIN file('{pmap}', Parquet) m")
-    q = q.rstrip() + "\nSETTINGS max_threads = 2, use_hive_partitioning = 1"
-    best = None
-    for _ in range(runs):
-        t = time.perf_counter()
-        table = chdb.query(q, "ArrowTable")
-        dt = time.perf_counter() - t
-        best = dt if best is None else min(best, dt)
-    results["chDB " + chdb.__version__] = (best, same(times_checksums(table, n_slots, time_slots), kernel), table.num_rows)
+    q = open(f"{sql_dir}/clickhouse.sql").read()
+    q = q.replace("FROM events e", f"FROM file('{events}', Parquet) e") \
+         .replace("JOIN profile_map m", f"JOIN file('{pmap}', Parquet) m") \
+         .replace("FROM profile_map l", f"FROM file('{pmap}', Parquet) l")
+    q = q.rstrip() + ", max_threads = 2, use_hive_partitioning = 1"
+    best, table = timed(lambda: chdb.query(q, "ArrowTable"), runs)
+    results["chDB " + chdb.__version__] = (best, differences(checksums(table, spec), spec), table.num_rows)
 
-    k = ktime["best"]
-    print(f"\n{'engine':<22}{'best s':>10}{'M events/s':>12}{'vs Portrait':>13}  result")
-    print(f"{'Portrait kernel':<22}{k:>10.3f}{ktime['events'] / k / 1e6:>12.1f}{1.0:>13.2f}  (reference)")
-    for name, (t, bad, rows) in results.items():
-        status = "checksums equal" if not bad else "DIFFERS: " + "; ".join(bad[:4])
-        print(f"{name:<22}{t:>10.3f}{ktime['events'] / t / 1e6:>12.1f}{t / k:>13.2f}  {rows} rows, {status}")
+    ev = ptime["events"]
     faster = min(t for t, _, _ in results.values())
+    print(f"\n{len(spec)} tags, {ev} events, {ptime['profiles']} live profiles; best of {runs} runs")
+    print(f"{'engine':<24}{'seconds':>9}{'M events/s':>12}{'vs faster peer':>16}  result")
+    k = ptime["best"]
+    print(f"{'Portrait (kernel+tags)':<24}{k:>9.3f}{ev / k / 1e6:>12.1f}{k / faster:>16.2f}"
+          f"  kernel {ptime['kernel']:.3f}s + tags {ptime['tags']:.3f}s (reference)")
+    for name, (t, bad, rows) in results.items():
+        status = "tag checksums equal" if not bad else "DIFFERS: " + "; ".join(bad[:4])
+        print(f"{name:<24}{t:>9.3f}{ev / t / 1e6:>12.1f}{t / faster:>16.2f}  {rows} rows, {status}")
     print(f"\nPortrait / faster peer = {k / faster:.2f} (target <= 0.5)")
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Batch tag benchmark: Portrait's fused kernel vs DuckDB and chDB (each limited to 2 threads)
-# computing the same 24 aggregates (bench/tags/tags20.yaml) over the same Parquet lake.
+# computing the same 20 tags (bench/tags/tags20.yaml: the kernel plus evaluate_population for
+# Portrait, `tags_sql` for the peers) over the same Parquet lake.
 #
 #   bench/tags/run.sh [EVENTS] [PROFILES] [RUNS]      default 10000000 1000000 3
 #

@@ -164,7 +164,7 @@ fn spawn_compactor(
                 std::thread::sleep(std::time::Duration::from_secs(1));
                 waited += 1;
                 ticks += 1;
-                if ticks % 60 == 0 {
+                if ticks.is_multiple_of(60) {
                     match tagging.refresh_due() {
                         Ok(Some(r)) => tracing::info!(
                             tags = r.tags.len(),

@@ -506,7 +506,17 @@ pub fn audience(cmd: AudienceCommand) -> Result<()> {
         } => {
             let t = open(&data)?;
             let r = t
-                .save_audience(&name, &expr, &title, &owner, &description, "cli", false)
+                .save_audience(
+                    &portrait_tagging::service::AudienceSpec {
+                        name: name.clone(),
+                        expression: expr,
+                        title,
+                        owner,
+                        description,
+                    },
+                    "cli",
+                    false,
+                )
                 .map_err(|e| anyhow!("{e}"))?;
             println!("{name}: {r:?}");
             Ok(())

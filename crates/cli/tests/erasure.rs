@@ -180,7 +180,10 @@ fn bulk_erasure_from_an_uploaded_file() {
         {"type": "identify", "userId": "b", "messageId": "2", "traits": {"phone": "13900000002"}},
         {"type": "identify", "userId": "c", "messageId": "3", "traits": {"phone": "13900000003"}}
     ]});
-    assert_eq!(server.ingest("/v1/batch", KEY, &batch.to_string()).status, 200);
+    assert_eq!(
+        server.ingest("/v1/batch", KEY, &batch.to_string()).status,
+        200
+    );
     let auth = format!("Bearer {}", common::TOKEN);
     let post = |body: &str| {
         server.request(
@@ -194,9 +197,15 @@ fn bulk_erasure_from_an_uploaded_file() {
     let r = post("phone:13900000001\nnot an identifier\n");
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     assert!(String::from_utf8_lossy(&r.body).contains("line 2"));
-    assert_eq!(server.admin_get("/api/v1/profiles/by-identifier/user_id/a").status, 200);
+    assert_eq!(
+        server
+            .admin_get("/api/v1/profiles/by-identifier/user_id/a")
+            .status,
+        200
+    );
 
-    let r = post("# 2024-06 deletion requests\nphone:13900000001\nuser_id:b\n\nphone:13911112222\n");
+    let r =
+        post("# 2024-06 deletion requests\nphone:13900000001\nuser_id:b\n\nphone:13911112222\n");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let body = r.json();
     assert_eq!(body["erasures"].as_array().map(Vec::len), Some(2), "{body}");
@@ -205,6 +214,11 @@ fn bulk_erasure_from_an_uploaded_file() {
         let r = server.admin_get(&format!("/api/v1/profiles/by-identifier/user_id/{user}"));
         assert_eq!(r.status, 404, "{user} is erased");
     }
-    assert_eq!(server.admin_get("/api/v1/profiles/by-identifier/user_id/c").status, 200);
+    assert_eq!(
+        server
+            .admin_get("/api/v1/profiles/by-identifier/user_id/c")
+            .status,
+        200
+    );
     server.stop();
 }

@@ -230,6 +230,7 @@ pub fn newer(new: &ConsentRecord, old: &ConsentRecord) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

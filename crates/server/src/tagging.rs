@@ -368,15 +368,14 @@ pub async fn save(
 ) -> Result<Json<Value>, ApiError> {
     let req: SaveBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::InvalidJson(format!("invalid body: {e}")))?;
-    let r = app.tagging.save_audience(
-        &req.name,
-        &req.expression,
-        &req.title,
-        &req.owner,
-        &req.description,
-        &caller.name,
-        req.draft,
-    )?;
+    let spec = portrait_tagging::service::AudienceSpec {
+        name: req.name.clone(),
+        expression: req.expression.clone(),
+        title: req.title.clone(),
+        owner: req.owner.clone(),
+        description: req.description.clone(),
+    };
+    let r = app.tagging.save_audience(&spec, &caller.name, req.draft)?;
     let (version, created) = match r {
         portrait_tagging::catalog::Applied::Created(v) => (v, true),
         portrait_tagging::catalog::Applied::Unchanged(v) => (v, false),

@@ -118,6 +118,24 @@ pub struct Impact {
     pub dependent_audiences: Vec<String>,
 }
 
+/// An audience to save.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AudienceSpec {
+    /// Name, `[a-z][a-z0-9_]*`.
+    pub name: String,
+    /// The expression.
+    pub expression: String,
+    /// Title.
+    #[serde(default)]
+    pub title: String,
+    /// Owner.
+    #[serde(default)]
+    pub owner: String,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+}
+
 /// An audience preview.
 #[derive(Debug, Clone, Serialize)]
 pub struct Preview {
@@ -662,25 +680,22 @@ impl Tagging {
     /// Saves an audience (published unless `draft`); the expression must compile.
     pub fn save_audience(
         &self,
-        name: &str,
-        expression: &str,
-        title: &str,
-        owner: &str,
-        description: &str,
+        spec: &AudienceSpec,
         by: &str,
         draft: bool,
     ) -> Result<Applied, TaggingError> {
+        let name = spec.name.as_str();
         if !portrait_tags::def::valid_name(name) {
             return Err(TaggingError::Invalid(format!("audience name {name:?}: use lower-case letters, digits and _ (starting with a letter)")));
         }
-        let (expr, names, _) = self.audience_expr(expression)?;
+        let (expr, names, _) = self.audience_expr(&spec.expression)?;
         let tags = used_tags(&expr, &names).into_iter().collect();
         let version = AudienceVersion {
             version: 0,
-            expression: expression.into(),
-            title: title.into(),
-            owner: owner.into(),
-            description: description.into(),
+            expression: spec.expression.clone(),
+            title: spec.title.clone(),
+            owner: spec.owner.clone(),
+            description: spec.description.clone(),
             state: VersionState::Draft,
             tags,
             created_at: portrait_core::time::now(),
