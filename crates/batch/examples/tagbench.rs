@@ -1,166 +1,139 @@
-//! Times the fused kernel (and optionally DataFusion) on a lake, and writes the same
-//! aggregates as DuckDB / ClickHouse SQL for the benchmark peers (`bench/tags/run.sh`).
+//! Times Portrait's whole batch tag computation (the fused kernel's aggregates, then every tag
+//! with `portrait_tags::eval::evaluate_population`) on a lake, and writes the same tags as
+//! DuckDB / ClickHouse / DataFusion SQL (`tags_sql`) for the benchmark peers
+//! (`bench/tags/run.sh`, `bench/tags/peers.py`).
 //!
 //! ```text
 //! cargo run --release -p portrait-batch --example tagbench -- \
-//!     --lake target/bench-lake/10m --out target/bench-lake/10m/sql --runs 3 [--datafusion]
+//!     --lake target/bench-lake/10m --out target/bench-lake/10m/sql --runs 3 \
+//!     [--tags bench/tags/tags20.yaml] [--datafusion]
 //! ```
 //!
-//! The plan is the 24 deduplicated aggregates of `bench/tags/tags20.yaml`, built by hand here
-//! until `portrait_tags::{def::parse_defs, compile::compile}` exist.
+//! The plan is `bench/tags/tags20.yaml` compiled with `portrait_tags::{parse_defs, compile}`.
+//! Output files in `--out`: `duckdb.sql`, `clickhouse.sql`, `datafusion.sql` (the tags SQL),
+//! `tags_checksums.json` (per tag: counts per value for rules, stages and buckets; non-null
+//! count and sum for metrics — `peers.py` computes the same from the peers' rows) and
+//! `portrait_times.json`.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use portrait_batch::{aggregate, to_sql, Aggregated, Dialect, KernelOptions};
-use portrait_tags::ir::{AggFunc, Aggregate, CmpOp, Column, EventField, Expr, Plan, Window};
-use portrait_tags::value::{Type, Value};
+use portrait_batch::{aggregate, tags_sql, Dialect, KernelOptions};
+use portrait_tags::eval::{evaluate_population, Population, TagColumn};
+use portrait_tags::ir::{Plan, TagBody};
+use portrait_tags::value::Value;
+use portrait_tags::{compile, parse_defs, Known};
 
 /// 2025-06-30T23:59:59.999+08:00 (the end of genlake's last day).
 const AS_OF: i64 = 1_751_299_199_999;
-const DAY: i64 = 86_400_000;
 
-fn s(x: &str) -> Expr {
-    Expr::Lit(Value::Str(x.into()))
-}
-fn eq(a: Expr, b: Expr) -> Expr {
-    Expr::Cmp(CmpOp::Eq, Box::new(a), Box::new(b))
-}
-fn ev(name: &str) -> Option<Expr> {
-    Some(eq(Expr::Event(EventField::Name), s(name)))
-}
-fn rev() -> Option<Expr> {
-    Some(Expr::Property {
-        path: vec!["revenue".into()],
-        ty: Type::Number,
-    })
-}
-fn d(n: i64) -> Window {
-    Window::Rolling { ms: n * DAY }
-}
-fn a(func: AggFunc, arg: Option<Expr>, filter: Option<Expr>, window: Window) -> Aggregate {
-    Aggregate {
-        func,
-        arg,
-        filter,
-        window,
+fn kind(body: &TagBody) -> &'static str {
+    match body {
+        TagBody::Rule(_) => "rule",
+        TagBody::Stage(_) => "stage",
+        TagBody::Metric(_) => "metric",
+        TagBody::Buckets { .. } => "buckets",
+        TagBody::External => "external",
     }
 }
 
-/// The aggregates of tags20.yaml, deduplicated.
-fn plan() -> Plan {
-    use AggFunc::*;
-    let oc = "Order Completed";
-    let pv = "Product Viewed";
-    let aggregates = vec![
-        a(Count, None, ev(pv), d(7)),
-        a(Count, None, ev("Product Favorited"), d(7)),
-        a(Count, None, ev("Product Added"), d(7)),
-        a(Sum, rev(), ev(oc), d(90)),
-        a(LastTime, None, ev(oc), Window::All),
-        a(Count, None, ev(oc), d(30)),
-        a(Count, None, ev(oc), Window::All),
-        a(Count, None, ev(oc), d(365)),
-        a(Sum, rev(), ev(oc), d(365)),
-        a(Avg, rev(), ev(oc), Window::All),
-        a(Max, rev(), ev(oc), d(180)),
-        a(Count, None, ev(pv), Window::Calendar { days: 7 }),
-        a(
-            Count,
-            None,
-            Some(eq(Expr::Event(EventField::Type), s("page"))),
-            d(30),
-        ),
-        a(
-            Count,
-            None,
-            Some(Expr::In {
-                expr: Box::new(Expr::Event(EventField::Source)),
-                list: vec![
-                    Value::Str("app_ios".into()),
-                    Value::Str("app_android".into()),
-                ],
-                negated: false,
-            }),
-            d(90),
-        ),
-        a(
-            Count,
-            None,
-            Some(eq(Expr::Event(EventField::Source), s("wechat_mp"))),
-            d(30),
-        ),
-        a(
-            CountDistinct,
-            Some(Expr::Property {
-                path: vec!["sku".into()],
-                ty: Type::Str,
-            }),
-            ev(pv),
-            d(30),
-        ),
-        a(LastTime, None, None, Window::All),
-        a(FirstTime, None, ev(oc), Window::All),
-        a(Count, None, ev("Product Added"), d(14)),
-        a(Count, None, ev(oc), d(14)),
-        a(
-            Count,
-            None,
-            Some(Expr::And(vec![
-                eq(Expr::Event(EventField::Name), s(oc)),
-                Expr::Cmp(
-                    CmpOp::Ge,
-                    Box::new(Expr::Property {
-                        path: vec!["revenue".into()],
-                        ty: Type::Number,
-                    }),
-                    Box::new(Expr::Lit(Value::Num(1000.0))),
-                ),
-            ])),
-            d(365),
-        ),
-        a(Count, None, ev("Coupon Used"), d(180)),
-        a(
-            Count,
-            None,
-            ev(pv),
-            Window::Ago {
-                from_ms: 60 * DAY,
-                to_ms: 30 * DAY,
-            },
-        ),
-        a(Count, None, ev(pv), d(30)),
-    ];
-    Plan {
-        aggregates,
-        tags: Vec::new(),
-        time_zone: chrono_tz::Asia::Shanghai,
-    }
+fn json_str(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
 }
 
-/// Per slot: (non-null non-zero values, sum) — Times summed in whole seconds. The peers
-/// compute the same from their result rows.
-fn checksums(r: &Aggregated) -> Vec<(u64, f64)> {
-    r.columns
+/// A tag's checksum: counts per value (rules, stages, buckets; null as "null"), or the
+/// non-null count and the sum (metrics; instants summed in whole seconds).
+#[derive(Debug, Clone, PartialEq)]
+enum Sum {
+    Counts(BTreeMap<String, u64>),
+    Metric(u64, f64),
+}
+
+fn checksums(plan: &Plan, cols: &[TagColumn]) -> Vec<Sum> {
+    plan.tags
         .iter()
-        .map(|c| match c {
-            Column::Num(v) => v
-                .iter()
-                .filter(|x| !x.is_nan() && **x != 0.0)
-                .fold((0, 0.0), |(n, s), x| (n + 1, s + x)),
-            Column::Time(v) => v
-                .iter()
-                .filter(|t| **t != i64::MIN)
-                .fold((0, 0.0), |(n, s), t| (n + 1, s + t.div_euclid(1000) as f64)),
-            Column::Str(v) => (v.iter().filter(|x| x.is_some()).count() as u64, 0.0),
-            Column::Bool(v) => (v.iter().filter(|x| x.is_some()).count() as u64, 0.0),
+        .zip(cols)
+        .map(|(tag, col)| {
+            if kind(&tag.body) == "metric" {
+                let (mut n, mut sum) = (0u64, 0.0f64);
+                for v in &col.values {
+                    match v {
+                        Value::Num(x) => {
+                            n += 1;
+                            sum += x;
+                        }
+                        Value::Time(t) => {
+                            n += 1;
+                            sum += t.div_euclid(1000) as f64;
+                        }
+                        Value::Null => {}
+                        _ => n += 1,
+                    }
+                }
+                Sum::Metric(n, sum)
+            } else {
+                let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+                for v in &col.values {
+                    let key = match v {
+                        Value::Null => "null".to_string(),
+                        Value::Bool(b) => b.to_string(),
+                        Value::Num(x) => format!("{}", *x as i64),
+                        Value::Str(s) => s.to_string(),
+                        Value::Time(t) => t.to_string(),
+                    };
+                    *counts.entry(key).or_default() += 1;
+                }
+                Sum::Counts(counts)
+            }
         })
         .collect()
 }
 
+/// Equal counts; sums equal to 1e-9 relative.
+fn same(a: &[Sum], b: &[Sum]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| match (x, y) {
+            (Sum::Metric(n1, s1), Sum::Metric(n2, s2)) => {
+                n1 == n2 && (s1 - s2).abs() <= 1e-9 * s1.abs().max(1.0)
+            }
+            _ => x == y,
+        })
+}
+
+/// One JSON object per tag: `{"name", "kind", "counts": {value: n}}` or
+/// `{"name", "kind": "metric", "n", "sum"}`.
+fn to_json(plan: &Plan, sums: &[Sum]) -> String {
+    let out: Vec<String> = plan
+        .tags
+        .iter()
+        .zip(sums)
+        .map(|(tag, s)| match s {
+            Sum::Metric(n, sum) => format!(
+                "{{\"name\": {}, \"kind\": \"metric\", \"n\": {n}, \"sum\": {sum:?}}}",
+                json_str(&tag.name)
+            ),
+            Sum::Counts(counts) => {
+                let c: Vec<String> = counts
+                    .iter()
+                    .map(|(k, n)| format!("{}: {n}", json_str(k)))
+                    .collect();
+                format!(
+                    "{{\"name\": {}, \"kind\": \"{}\", \"counts\": {{{}}}}}",
+                    json_str(&tag.name),
+                    kind(&tag.body),
+                    c.join(", ")
+                )
+            }
+        })
+        .collect();
+    format!("[\n  {}\n]\n", out.join(",\n  "))
+}
+
 fn main() {
     let mut lake = PathBuf::from("target/bench-lake");
+    let mut tags = PathBuf::from("bench/tags/tags20.yaml");
     let mut out: Option<PathBuf> = None;
     let mut runs = 3;
     let mut threads = 2;
@@ -170,6 +143,7 @@ fn main() {
     while i < args.len() {
         match args[i].as_str() {
             "--lake" => lake = args[i + 1].clone().into(),
+            "--tags" => tags = args[i + 1].clone().into(),
             "--out" => out = Some(args[i + 1].clone().into()),
             "--runs" => runs = args[i + 1].parse().unwrap(),
             "--threads" => threads = args[i + 1].parse().unwrap(),
@@ -182,7 +156,27 @@ fn main() {
         }
         i += 2;
     }
-    let plan = plan();
+    let text = std::fs::read_to_string(&tags).unwrap();
+    let defs = parse_defs(&text, &tags.display().to_string()).unwrap_or_else(|d| {
+        panic!(
+            "{}",
+            d.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    let plan = compile(&defs, &Known::default())
+        .unwrap_or_else(|d| {
+            panic!(
+                "{}",
+                d.iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })
+        .plan;
     if let Some(out) = &out {
         std::fs::create_dir_all(out).unwrap();
         for (dialect, file) in [
@@ -190,59 +184,71 @@ fn main() {
             (Dialect::ClickHouse, "clickhouse.sql"),
             (Dialect::DataFusion, "datafusion.sql"),
         ] {
-            std::fs::write(out.join(file), to_sql(&plan, AS_OF, dialect).unwrap()).unwrap();
+            std::fs::write(out.join(file), tags_sql(&plan, AS_OF, dialect).unwrap()).unwrap();
         }
     }
     let opts = KernelOptions {
         threads,
         ..KernelOptions::default()
     };
-    let mut times = Vec::new();
+    // (total, kernel, tags) per run.
+    let mut times: Vec<(f64, f64, f64)> = Vec::new();
     let mut last = None;
     for _ in 0..runs.max(1) {
         let t = Instant::now();
         let r = aggregate(&lake, &plan, AS_OF, &opts, &mut |_| {}).unwrap();
-        times.push(t.elapsed().as_secs_f64());
-        last = Some(r);
+        let t_kernel = t.elapsed().as_secs_f64();
+        let no_traits = |_: u32| None;
+        let no_profile = |_: u32, _| Value::Null;
+        let no_externals = |_: usize, _: u32| Value::Null;
+        let pop = Population {
+            ids: &r.live,
+            aggs: &r.columns,
+            traits: &no_traits,
+            profile: &no_profile,
+            externals: &no_externals,
+            as_of: AS_OF,
+        };
+        let cols = evaluate_population(&plan, &pop);
+        let total = t.elapsed().as_secs_f64();
+        times.push((total, t_kernel, total - t_kernel));
+        last = Some((r, cols));
     }
-    let r = last.unwrap();
-    times.sort_by(f64::total_cmp);
-    let best = times[0];
-    let median = times[times.len() / 2];
+    let (r, cols) = last.unwrap();
+    times.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (best, best_kernel, best_tags) = times[0];
+    let median = times[times.len() / 2].0;
     println!(
-        "kernel: {} aggregates, {} files, {} events, {} ids; best {best:.3}s median {median:.3}s ({:.1} M events/s at best)",
+        "portrait: {} tags, {} aggregates, {} files, {} events, {} live profiles; best {best:.3}s \
+         (kernel {best_kernel:.3}s + tags {best_tags:.3}s), median {median:.3}s \
+         ({:.1} M events/s at best)",
+        plan.tags.len(),
         plan.aggregates.len(),
         r.files_scanned,
         r.events_scanned,
-        r.id_space,
+        r.live.len(),
         r.events_scanned as f64 / best / 1e6
     );
-    let sums = checksums(&r);
+    let sums = checksums(&plan, &cols);
     if let Some(out) = &out {
-        let json: Vec<String> = sums.iter().map(|(n, s)| format!("[{n}, {s:?}]")).collect();
+        std::fs::write(out.join("tags_checksums.json"), to_json(&plan, &sums)).unwrap();
         std::fs::write(
-            out.join("kernel_checksums.json"),
-            format!("[{}]\n", json.join(", ")),
-        )
-        .unwrap();
-        std::fs::write(
-            out.join("kernel_times.json"),
+            out.join("portrait_times.json"),
             format!(
-                "{{\"best\": {best}, \"median\": {median}, \"events\": {}}}\n",
-                r.events_scanned
+                "{{\"best\": {best}, \"kernel\": {best_kernel}, \"tags\": {best_tags}, \
+                 \"median\": {median}, \"events\": {}, \"profiles\": {}}}\n",
+                r.events_scanned,
+                r.live.len()
             ),
         )
         .unwrap();
     }
     if with_df {
         let t = Instant::now();
-        let d = portrait_batch::datafusion::aggregate_sql(&lake, &plan, AS_OF).unwrap();
+        let d = portrait_batch::datafusion::tags_sql_datafusion(&lake, &plan, AS_OF).unwrap();
         let dt = t.elapsed().as_secs_f64();
-        let same = checksums(&d)
-            .iter()
-            .zip(&sums)
-            .all(|(a, b)| a.0 == b.0 && (a.1 - b.1).abs() <= 1e-6 * b.1.abs().max(1.0));
-        println!("datafusion: {dt:.3}s, checksums equal to kernel: {same}");
+        let same = d.ids == r.live && same(&checksums(&plan, &d.columns), &sums);
+        println!("datafusion tags_sql: {dt:.3}s, checksums equal to Portrait's: {same}");
         if let Some(out) = &out {
             std::fs::write(
                 out.join("datafusion_time.json"),

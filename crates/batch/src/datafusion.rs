@@ -15,13 +15,14 @@ use ::datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use ::datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use portrait_tags::eval::TagColumn;
 use portrait_tags::ir::{AggFunc, Column, Plan};
-use portrait_tags::value::Type;
+use portrait_tags::value::{Type, Value};
 
 use crate::error::BatchError;
 use crate::json;
 use crate::kernel::{read_profile_map, Aggregated};
-use crate::sql::{to_sql, Dialect};
+use crate::sql::{tags_sql, to_sql, Dialect};
 
 /// What a JSON UDF converts to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -288,4 +289,132 @@ pub fn aggregate_sql(
         events_scanned: 0,
         files_scanned: 0,
     })
+}
+
+/// Tag values computed by [`tags_sql_datafusion`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlTags {
+    /// The live profile ids, ascending.
+    pub ids: Vec<u32>,
+    /// One column per tag of the plan, in plan order; `values[r]` belongs to `ids[r]`.
+    pub columns: Vec<TagColumn>,
+}
+
+/// Converts row `r` of a result column to a [`Value`] of type `ty`.
+fn to_values(arr: &ArrayRef, ty: Type) -> Result<Vec<Value>, BatchError> {
+    let n = arr.len();
+    Ok(match ty {
+        Type::Bool => {
+            let a = cast(arr, &DataType::Boolean)?;
+            let a = a.as_boolean();
+            (0..n)
+                .map(|r| {
+                    if a.is_valid(r) {
+                        Value::Bool(a.value(r))
+                    } else {
+                        Value::Null
+                    }
+                })
+                .collect()
+        }
+        Type::Number => {
+            let a = cast(arr, &DataType::Float64)?;
+            let a = a.as_primitive::<Float64Type>();
+            (0..n)
+                .map(|r| {
+                    if a.is_valid(r) && !a.value(r).is_nan() {
+                        Value::Num(a.value(r))
+                    } else {
+                        Value::Null
+                    }
+                })
+                .collect()
+        }
+        Type::Time => {
+            let a = cast(arr, &DataType::Int64)?;
+            let a = a.as_primitive::<Int64Type>();
+            (0..n)
+                .map(|r| {
+                    if a.is_valid(r) {
+                        Value::Time(a.value(r))
+                    } else {
+                        Value::Null
+                    }
+                })
+                .collect()
+        }
+        Type::Str => {
+            let a = cast(arr, &DataType::Utf8)?;
+            let a = a.as_string::<i32>();
+            (0..n)
+                .map(|r| {
+                    if a.is_valid(r) {
+                        Value::Str(Arc::from(a.value(r)))
+                    } else {
+                        Value::Null
+                    }
+                })
+                .collect()
+        }
+        Type::Null => vec![Value::Null; n],
+    })
+}
+
+/// Computes every tag of `plan` with DataFusion (`target_partitions = 2`) running
+/// [`tags_sql`] over the lake: one row per live profile, as `portrait_tags::eval::evaluate_population`
+/// gives over the kernel's aggregates.
+pub fn tags_sql_datafusion(
+    lake_dir: &Path,
+    plan: &Plan,
+    as_of_ms: i64,
+) -> Result<SqlTags, BatchError> {
+    let sql = tags_sql(plan, as_of_ms, Dialect::DataFusion)?;
+    if !lake_dir.join("events").is_dir() {
+        return Err(BatchError::InvalidLake(format!(
+            "{}: no events directory",
+            lake_dir.display()
+        )));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| BatchError::io(lake_dir, e))?;
+    let batches = rt.block_on(async {
+        let config = SessionConfig::new().with_target_partitions(2);
+        let ctx = SessionContext::new_with_config(config);
+        register_json_udfs(&ctx);
+        register_lake(&ctx, lake_dir).await?;
+        let df = ctx.sql(&sql).await?;
+        Ok::<_, BatchError>(df.collect().await?)
+    })?;
+    let mut ids = Vec::new();
+    let mut columns: Vec<TagColumn> = plan
+        .tags
+        .iter()
+        .map(|t| TagColumn {
+            name: t.name.clone(),
+            values: Vec::new(),
+        })
+        .collect();
+    for b in &batches {
+        let id = b
+            .column_by_name("id")
+            .ok_or_else(|| BatchError::InvalidLake("result without an id column".into()))?;
+        let id = cast(id, &DataType::UInt32)?;
+        let id = id.as_primitive::<UInt32Type>();
+        for r in 0..id.len() {
+            if id.is_null(r) {
+                return Err(BatchError::InvalidLake("a null id in the result".into()));
+            }
+            ids.push(id.value(r));
+        }
+        for (i, (col, tag)) in columns.iter_mut().zip(&plan.tags).enumerate() {
+            let arr = b.columns().get(i + 1).ok_or_else(|| {
+                BatchError::InvalidLake(format!("result without the column of tag {}", tag.name))
+            })?;
+            col.values.extend(to_values(arr, tag.value_type)?);
+        }
+    }
+    Ok(SqlTags { ids, columns })
 }

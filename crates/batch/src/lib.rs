@@ -12,6 +12,9 @@
 //!   worker threads that each own partial state, merged at the end.
 //! - [`datafusion::aggregate_sql`]: the same plan as one wide SQL statement ([`sql::to_sql`]) on
 //!   DataFusion. `to_sql` also speaks the DuckDB and ClickHouse dialects, for the benchmark peers.
+//! - [`sql::tags_sql`] goes one step further: every tag of the plan (rules, stages, metrics,
+//!   buckets, tag → tag references) as SQL over that aggregate query, one row per live profile;
+//!   [`datafusion::tags_sql_datafusion`] runs it. The benchmark peers run it too.
 //!
 //! Filters and arguments without a fast path are evaluated by
 //! `portrait_tags::eval::eval_event`, the reference semantics; property conversions follow
@@ -37,4 +40,4 @@ pub mod window;
 
 pub use error::BatchError;
 pub use kernel::{aggregate, Aggregated, KernelOptions, Progress};
-pub use sql::{to_sql, Dialect};
+pub use sql::{tags_sql, to_sql, Dialect};

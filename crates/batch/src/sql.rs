@@ -1,4 +1,5 @@
-//! A plan's aggregates as one wide SQL statement, in three dialects.
+//! A plan's aggregates as one wide SQL statement ([`to_sql`]), and its whole tags on top of
+//! that statement ([`tags_sql`]), in three dialects.
 //!
 //! Shape (one aggregate per line, each with a comment naming its slot):
 //!
@@ -31,7 +32,10 @@
 
 use std::fmt::Write as _;
 
-use portrait_tags::ir::{AggFunc, ArithOp, CmpOp, EventField, Expr, Func, Plan, Window};
+use portrait_tags::ir::{
+    AggFunc, Aggregate, ArithOp, BucketScheme, CmpOp, EventField, Expr, Func, Plan, ProfileField,
+    TagBody, Window,
+};
 use portrait_tags::value::{Type, Value};
 
 use crate::error::BatchError;
@@ -48,23 +52,48 @@ pub enum Dialect {
     ClickHouse,
 }
 
-struct Gen {
+struct Gen<'p> {
     d: Dialect,
     as_of: i64,
-    slot: usize,
+    /// What is being generated, for errors: `aggregate slot 3`, `tag lifecycle`.
+    ctx: String,
+    /// Profile scope (tag bodies): the plan, for the types of aggregate and tag slots. `None`
+    /// in event scope (aggregate filters and arguments).
+    plan: Option<&'p Plan>,
+    /// Profile scope: the slot of `first_seen` (`last_seen` is the next one), when the plan
+    /// reads them.
+    seen_slot: Option<usize>,
 }
 
-fn unsupported(slot: usize, what: &str, d: Dialect) -> BatchError {
-    BatchError::Unsupported(format!(
-        "aggregate slot {slot}: {what} has no {d:?} SQL form"
-    ))
+fn unsupported_in(ctx: &str, what: &str, d: Dialect) -> BatchError {
+    BatchError::Unsupported(format!("{ctx}: {what} has no {d:?} SQL form"))
 }
 
 fn quote_str(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-impl Gen {
+impl Gen<'_> {
+    fn unsupported(&self, what: &str) -> BatchError {
+        unsupported_in(&self.ctx, what, self.d)
+    }
+
+    /// The static type of `e` (aggregate and tag slots looked up in profile scope).
+    fn ty(&self, e: &Expr) -> Type {
+        match self.plan {
+            Some(p) => p.type_of(e),
+            None => e.ty(),
+        }
+    }
+
+    /// `x` as a DOUBLE, keeping null (ClickHouse's `CAST` refuses null into a plain type).
+    fn dbl(&self, x: &str) -> String {
+        match self.d {
+            Dialect::ClickHouse => format!("toFloat64({x})"),
+            _ => format!("CAST({x} AS DOUBLE)"),
+        }
+    }
+
     fn ts(&self) -> &'static str {
         match self.d {
             Dialect::DataFusion => "CAST(e.\"timestamp\" AS BIGINT)",
@@ -118,7 +147,7 @@ impl Gen {
                         "CASE WHEN {t} IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE') THEN {x} END"
                     )),
                     Type::Bool => Ok(format!("CASE WHEN {t} = 'BOOLEAN' THEN {x} = 'true' END")),
-                    Type::Time => Err(unsupported(self.slot, "a Time-typed property", d)),
+                    Type::Time => Err(self.unsupported("a Time-typed property")),
                     Type::Null => Ok("NULL".into()),
                 }
             }
@@ -134,7 +163,7 @@ impl Gen {
                         "multiIf({t} = 'String', JSONExtractString({a}), {t} IN ('Int64', 'UInt64', 'Double'), JSONExtractRaw({a}), NULL)"
                     )),
                     Type::Bool => Ok(format!("if({t} = 'Bool', JSONExtractBool({a}) = 1, NULL)")),
-                    Type::Time => Err(unsupported(self.slot, "a Time-typed property", d)),
+                    Type::Time => Err(self.unsupported("a Time-typed property")),
                     Type::Null => Ok("NULL".into()),
                 }
             }
@@ -160,7 +189,7 @@ impl Gen {
                 format!("({})", parts.join(op))
             }
             Expr::Cmp(op, a, b) => {
-                let (ta, tb) = (a.ty(), b.ty());
+                let (ta, tb) = (self.ty(a), self.ty(b));
                 if ta != tb && ta != Type::Null && tb != Type::Null {
                     return Ok("FALSE".into());
                 }
@@ -179,7 +208,7 @@ impl Gen {
                 list,
                 negated,
             } => {
-                let ty = expr.ty();
+                let ty = self.ty(expr);
                 let items: Vec<String> = list
                     .iter()
                     .filter(|v| Expr::Lit((*v).clone()).ty() == ty && !v.is_null())
@@ -244,12 +273,30 @@ impl Gen {
         Ok(match e {
             Expr::Lit(v) => self.lit(v),
             Expr::AsOf => format!("{}", self.as_of),
+            Expr::Agg(i) if self.plan.is_some() => format!("p.v{i}"),
+            Expr::Tag(i) if self.plan.is_some() => format!("p.t{i}"),
+            Expr::Profile(f) if self.plan.is_some() => match self.seen_slot {
+                Some(k) => format!(
+                    "p.v{}",
+                    if *f == ProfileField::FirstSeen {
+                        k
+                    } else {
+                        k + 1
+                    }
+                ),
+                None => return Err(self.unsupported("first_seen/last_seen")),
+            },
+            Expr::Trait { path, .. } if self.plan.is_some() => {
+                return Err(self.unsupported(&format!(
+                    "traits.{} (tags_sql does not join profiles.parquet)",
+                    path.join(".")
+                )))
+            }
             Expr::Agg(_) | Expr::Tag(_) | Expr::Trait { .. } | Expr::Profile(_) => {
-                return Err(unsupported(
-                    self.slot,
-                    "a profile-scope value in an event expression",
-                    d,
-                ))
+                return Err(self.unsupported("a profile-scope value in an event expression"))
+            }
+            Expr::Event(_) | Expr::Property { .. } if self.plan.is_some() => {
+                return Err(self.unsupported("an event field outside an aggregate"))
             }
             Expr::Event(f) => match f {
                 EventField::Name => "e.event".into(),
@@ -283,20 +330,20 @@ impl Gen {
                     .map(|a| self.val(a))
                     .collect::<Result<Vec<_>, _>>()?;
                 let a0 = vals.first().cloned().unwrap_or_else(|| "NULL".into());
-                let since =
-                    |unit: &str| format!("floor(CAST(({} - {a0}) AS DOUBLE) / {unit})", self.as_of);
+                let since = |unit: &str| {
+                    let diff = self.dbl(&format!("({} - {a0})", self.as_of));
+                    format!("floor({diff} / {unit})")
+                };
                 match f {
                     Func::DaysSince => since("86400000.0"),
                     Func::HoursSince => since("3600000.0"),
-                    Func::CalendarDaysSince => {
-                        return Err(unsupported(self.slot, "calendar_days_since", d))
-                    }
+                    Func::CalendarDaysSince => return Err(self.unsupported("calendar_days_since")),
                     Func::Coalesce => format!("COALESCE({})", vals.join(", ")),
                     Func::Lower => format!("lower({a0})"),
                     Func::Upper => format!("upper({a0})"),
                     Func::Length => match d {
                         Dialect::ClickHouse => format!("toFloat64(lengthUTF8({a0}))"),
-                        _ => format!("CAST(character_length({a0}) AS DOUBLE)"),
+                        _ => self.dbl(&format!("character_length({a0})")),
                     },
                     Func::Concat => match d {
                         Dialect::ClickHouse => {
@@ -314,11 +361,7 @@ impl Gen {
                             None => None,
                             Some(Expr::Lit(Value::Num(x))) => Some(*x as i32),
                             Some(_) => {
-                                return Err(unsupported(
-                                    self.slot,
-                                    "round with non-literal digits",
-                                    d,
-                                ))
+                                return Err(self.unsupported("round with non-literal digits"))
                             }
                         };
                         match (d, digits) {
@@ -334,7 +377,7 @@ impl Gen {
                     }
                     Func::Least | Func::Greatest => {
                         if d == Dialect::ClickHouse {
-                            return Err(unsupported(self.slot, "least/greatest", d));
+                            return Err(self.unsupported("least/greatest"));
                         }
                         let n = if *f == Func::Least {
                             "least"
@@ -365,7 +408,9 @@ pub fn to_sql(plan: &Plan, as_of_ms: i64, dialect: Dialect) -> Result<String, Ba
     let mut g = Gen {
         d: dialect,
         as_of: as_of_ms,
-        slot: 0,
+        ctx: String::new(),
+        plan: None,
+        seen_slot: None,
     };
     let ts = g.ts();
     let mut lines = vec!["  m.survivor AS id".to_string()];
@@ -373,7 +418,7 @@ pub fn to_sql(plan: &Plan, as_of_ms: i64, dialect: Dialect) -> Result<String, Ba
     let mut day_ranges = Vec::new();
     let (mut min_lo, mut max_hi) = (i64::MAX, i64::MIN);
     for (i, agg) in plan.aggregates.iter().enumerate() {
-        g.slot = i;
+        g.ctx = format!("aggregate slot {i}");
         let (lo, hi) = window::bounds(agg.window, as_of_ms, plan.time_zone);
         let days = window::partition_days(lo, hi);
         let mut conds = Vec::new();
@@ -409,7 +454,7 @@ pub fn to_sql(plan: &Plan, as_of_ms: i64, dialect: Dialect) -> Result<String, Ba
         let ch = dialect == Dialect::ClickHouse;
         let expr = match agg.func {
             AggFunc::MostFrequent => {
-                return Err(unsupported(i, "most_frequent", dialect));
+                return Err(g.unsupported("most_frequent"));
             }
             AggFunc::Count if ch => format!("countIf({c})"),
             AggFunc::Count => format!("count(*) FILTER (WHERE {c})"),
@@ -496,5 +541,315 @@ pub fn to_sql(plan: &Plan, as_of_ms: i64, dialect: Dialect) -> Result<String, Ba
         let _ = writeln!(out, "  AND {ts} <= {max_hi}");
     }
     out.push_str("GROUP BY m.survivor\n");
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Whole tags.
+
+/// Walks `e` and calls `f` on every node.
+fn visit(e: &Expr, f: &mut dyn FnMut(&Expr)) {
+    f(e);
+    match e {
+        Expr::Not(a) | Expr::Neg(a) => visit(a, f),
+        Expr::And(v) | Expr::Or(v) | Expr::Call(_, v) => v.iter().for_each(|x| visit(x, f)),
+        Expr::Cmp(_, a, b) | Expr::Arith(_, a, b) => {
+            visit(a, f);
+            visit(b, f);
+        }
+        Expr::In { expr, .. } | Expr::IsNull { expr, .. } => visit(expr, f),
+        Expr::Between {
+            expr, low, high, ..
+        } => {
+            visit(expr, f);
+            visit(low, f);
+            visit(high, f);
+        }
+        Expr::Lit(_)
+        | Expr::AsOf
+        | Expr::Agg(_)
+        | Expr::Tag(_)
+        | Expr::Trait { .. }
+        | Expr::Profile(_)
+        | Expr::Event(_)
+        | Expr::Property { .. } => {}
+    }
+}
+
+/// The expressions of a tag body.
+fn body_exprs(body: &TagBody) -> Vec<&Expr> {
+    match body {
+        TagBody::Rule(e) | TagBody::Metric(e) => vec![e],
+        TagBody::Stage(cases) => cases.iter().map(|(_, e)| e).collect(),
+        TagBody::Buckets { of, .. } => vec![of],
+        TagBody::External => Vec::new(),
+    }
+}
+
+/// One column added at a level: its SQL and its name.
+struct Item {
+    sql: String,
+    alias: String,
+    comment: String,
+}
+
+/// Every tag of `plan`, in plan order, as one SQL statement in `dialect`: one row per live
+/// profile (`profile_map.survivor = id`) ordered by `id`, one column per tag named after it.
+///
+/// Shape: the fused aggregate query of [`to_sql`] as the CTE `agg`; `base` gives every live
+/// profile its aggregate slots (`v{i}`, DOUBLE for numbers, BIGINT epoch ms for instants; 0
+/// for `count`, `sum`, `count_distinct` without events); then one CTE per dependency level
+/// (`l1`, `l2`, …) adds the tags whose inputs exist, each as `t{i}`, so a tag reading another
+/// tag reads an earlier column. Values follow the crate semantics of `portrait_tags`:
+///
+/// - rules are two-valued booleans (a comparison with null is false);
+/// - stages are `CASE WHEN … THEN 'label' … END` (null when no case holds);
+/// - metrics are the expression (arithmetic with null is null, division by zero is null);
+/// - buckets: the bucketed value is first a column `o{i}`; thresholds count the thresholds
+///   `≤ x`; quantiles use `U` = the number of non-null values `≤ x` (a window count over the
+///   population ordered by `x`, peers included) and `N` = all non-null values: with the cut
+///   points `c_k = v[floor(k·N/n)]` of `portrait_tags::ir::BucketScheme`,
+///   `#{k : x ≥ c_k} = floor((U·n − 1) / N)`, so the bucket is `1 + floor((U·n − 1) / N)`
+///   (`n + 1 − b` when reversed) without a self-join;
+/// - `first_seen` / `last_seen` are two more aggregate slots (all-time first/last event time).
+///
+/// ClickHouse: the statement ends with `SETTINGS join_use_nulls = 1` (an unmatched left join
+/// must give null, not 0); append further settings after a comma.
+///
+/// Errors ([`BatchError::Unsupported`], naming the tag or slot): external tags, traits (this
+/// SQL does not join `profiles.parquet`), and whatever [`to_sql`] cannot express.
+pub fn tags_sql(plan: &Plan, as_of_ms: i64, dialect: Dialect) -> Result<String, BatchError> {
+    // Checks, and whether first_seen / last_seen are read.
+    let mut reads_seen = false;
+    for (i, tag) in plan.tags.iter().enumerate() {
+        if matches!(tag.body, TagBody::External) {
+            return Err(BatchError::Unsupported(format!(
+                "tag {}: an external tag has no SQL form (its values are loaded, not computed)",
+                tag.name
+            )));
+        }
+        let mut bad_ref = None;
+        for e in body_exprs(&tag.body) {
+            visit(e, &mut |x| match x {
+                Expr::Profile(_) => reads_seen = true,
+                Expr::Tag(j) if *j >= i => bad_ref = Some(*j),
+                _ => {}
+            });
+        }
+        if let Some(j) = bad_ref {
+            return Err(BatchError::Unsupported(format!(
+                "tag {}: reads tag slot {j}, which does not come before it",
+                tag.name
+            )));
+        }
+    }
+    let mut scan = plan.clone();
+    let seen_slot = if reads_seen {
+        let k = scan.aggregates.len();
+        for func in [AggFunc::FirstTime, AggFunc::LastTime] {
+            scan.aggregates.push(Aggregate {
+                func,
+                arg: None,
+                filter: None,
+                window: Window::All,
+            });
+        }
+        Some(k)
+    } else {
+        None
+    };
+    let agg_sql = to_sql(&scan, as_of_ms, dialect)?;
+    let mut g = Gen {
+        d: dialect,
+        as_of: as_of_ms,
+        ctx: String::new(),
+        plan: Some(&scan),
+        seen_slot,
+    };
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "-- portrait batch tags: {} tags over {} aggregate slots, as_of {as_of_ms} ms",
+        plan.tags.len(),
+        scan.aggregates.len()
+    );
+    out.push_str("WITH agg AS (\n");
+    for line in agg_sql.lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    out.push_str("),\nbase AS (\n  SELECT\n    l.id AS id");
+    for (i, a) in scan.aggregates.iter().enumerate() {
+        let col = format!("g.a{i}");
+        let v = match a.func {
+            AggFunc::Count | AggFunc::Sum | AggFunc::CountDistinct => {
+                g.dbl(&format!("COALESCE({col}, 0)"))
+            }
+            _ => match a.result_type() {
+                Type::Number => g.dbl(&col),
+                _ => col,
+            },
+        };
+        let _ = write!(out, ",\n    {v} AS v{i}");
+    }
+    out.push_str(
+        "\n  FROM profile_map l\n  LEFT JOIN agg g ON g.id = l.id\n  WHERE l.survivor = l.id\n)",
+    );
+
+    // Levels: a tag is computed one level after everything it reads; a buckets tag computes
+    // its bucketed value at that level and the bucket one level later.
+    let mut avail = vec![0usize; plan.tags.len()];
+    let mut levels: Vec<Vec<Item>> = Vec::new();
+    let at = |levels: &mut Vec<Vec<Item>>, k: usize, item: Item| {
+        while levels.len() < k {
+            levels.push(Vec::new());
+        }
+        if let Some(l) = levels.get_mut(k - 1) {
+            l.push(item);
+        }
+    };
+    for (i, tag) in plan.tags.iter().enumerate() {
+        g.ctx = format!("tag {}", tag.name);
+        let mut deps = 0;
+        for e in body_exprs(&tag.body) {
+            visit(e, &mut |x| {
+                if let Expr::Tag(j) = x {
+                    deps = deps.max(avail.get(*j).copied().unwrap_or(0));
+                }
+            });
+        }
+        let k = deps + 1;
+        let kind = match &tag.body {
+            TagBody::Rule(_) => "rule",
+            TagBody::Stage(_) => "stage",
+            TagBody::Metric(_) => "metric",
+            TagBody::Buckets { .. } => "buckets",
+            TagBody::External => "external",
+        };
+        let comment = format!(" -- tag {i}: {} ({kind})", tag.name);
+        match &tag.body {
+            TagBody::Rule(e) => {
+                let sql = g.cond(e)?;
+                at(
+                    &mut levels,
+                    k,
+                    Item {
+                        sql,
+                        alias: format!("t{i}"),
+                        comment,
+                    },
+                );
+                avail[i] = k;
+            }
+            TagBody::Stage(cases) => {
+                let mut sql = String::from("CASE");
+                for (label, e) in cases {
+                    let _ = write!(sql, " WHEN {} THEN {}", g.cond(e)?, quote_str(label));
+                }
+                sql.push_str(" END");
+                if cases.is_empty() {
+                    sql = "CAST(NULL AS VARCHAR)".into();
+                }
+                at(
+                    &mut levels,
+                    k,
+                    Item {
+                        sql,
+                        alias: format!("t{i}"),
+                        comment,
+                    },
+                );
+                avail[i] = k;
+            }
+            TagBody::Metric(e) => {
+                let sql = g.val(e)?;
+                at(
+                    &mut levels,
+                    k,
+                    Item {
+                        sql,
+                        alias: format!("t{i}"),
+                        comment,
+                    },
+                );
+                avail[i] = k;
+            }
+            TagBody::Buckets {
+                of,
+                scheme,
+                reverse,
+            } => {
+                at(
+                    &mut levels,
+                    k,
+                    Item {
+                        sql: g.val(of)?,
+                        alias: format!("o{i}"),
+                        comment: format!(" -- tag {i}: {}, the bucketed value", tag.name),
+                    },
+                );
+                let x = format!("p.o{i}");
+                let (b, n) = match scheme {
+                    BucketScheme::Thresholds(t) => {
+                        let mut b = String::from("1");
+                        for c in t {
+                            let _ = write!(
+                                b,
+                                " + CASE WHEN {x} >= {} THEN 1 ELSE 0 END",
+                                g.num_lit(*c)
+                            );
+                        }
+                        (g.dbl(&format!("({b})")), t.len() + 1)
+                    }
+                    BucketScheme::Quantiles(n) => {
+                        let n = (*n).max(1) as usize;
+                        let u = format!("count({x}) OVER (ORDER BY {x})");
+                        let total = format!("count({x}) OVER ()");
+                        let num = g.dbl(&format!("{u} * {n} - 1"));
+                        (format!("(1 + floor({num} / NULLIF({total}, 0)))"), n)
+                    }
+                };
+                let b = if *reverse {
+                    format!("({} - {b})", n + 1)
+                } else {
+                    b
+                };
+                let what = match scheme {
+                    BucketScheme::Thresholds(_) => "thresholds",
+                    BucketScheme::Quantiles(_) => "quantiles",
+                };
+                at(
+                    &mut levels,
+                    k + 1,
+                    Item {
+                        sql: format!("CASE WHEN {x} IS NULL THEN NULL ELSE {b} END"),
+                        alias: format!("t{i}"),
+                        comment: format!(" -- tag {i}: {} (buckets, {n} {what})", tag.name),
+                    },
+                );
+                avail[i] = k + 1;
+            }
+            TagBody::External => {}
+        }
+    }
+    let mut prev = "base".to_string();
+    for (k, items) in levels.iter().enumerate() {
+        let name = format!("l{}", k + 1);
+        let _ = writeln!(out, ",\n{name} AS (\n  SELECT\n    p.*,");
+        for (j, it) in items.iter().enumerate() {
+            let comma = if j + 1 < items.len() { "," } else { "" };
+            let _ = writeln!(out, "    {} AS {}{comma}{}", it.sql, it.alias, it.comment);
+        }
+        let _ = write!(out, "  FROM {prev} p\n)");
+        prev = name;
+    }
+    out.push_str("\nSELECT\n  p.id AS id");
+    for (i, tag) in plan.tags.iter().enumerate() {
+        let _ = write!(out, ",\n  p.t{i} AS \"{}\"", tag.name.replace('"', "\"\""));
+    }
+    let _ = write!(out, "\nFROM {prev} p\nORDER BY id\n");
+    if dialect == Dialect::ClickHouse {
+        out.push_str("SETTINGS join_use_nulls = 1\n");
+    }
     Ok(out)
 }

@@ -166,11 +166,21 @@ fn spawn_compactor(
                 ticks += 1;
                 if ticks.is_multiple_of(60) {
                     match tagging.refresh_due() {
-                        Ok(Some(r)) => tracing::info!(
-                            tags = r.tags.len(),
-                            ms = r.duration_ms,
-                            "scheduled tag refresh"
-                        ),
+                        Ok(Some(r)) => {
+                            tracing::info!(
+                                tags = r.tags.len(),
+                                ms = r.duration_ms,
+                                "scheduled tag refresh"
+                            );
+                            // Every refresh leaves a snapshot for its date (the tag history).
+                            let day = portrait_history::day_of(r.as_of);
+                            let recorded =
+                                portrait_history::History::for_data_dir(tagging.engine().dir())
+                                    .and_then(|h| h.record(&tagging.snapshot(), day));
+                            if let Err(e) = recorded {
+                                tracing::error!(error = %e, "tag history snapshot failed");
+                            }
+                        }
                         Ok(None) => {}
                         Err(e) => tracing::error!(error = %e, "scheduled tag refresh failed"),
                     }

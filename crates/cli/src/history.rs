@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
 use clap::Subcommand;
-use portrait_history::{dates, parse_date_or_instant, Day, Every, History, NONE};
+use portrait_history::{dates, parse_date_or_instant, Day, Every, History, RoaringBitmap, NONE};
 use portrait_tagging::service::Tagging;
-use portrait_tagstore::RoaringBitmap;
 
 /// `portrait history …`.
 #[derive(Subcommand)]
@@ -209,8 +208,8 @@ fn audience(data: &Path, name: Option<&str>) -> Result<Option<RoaringBitmap>> {
         .map_err(|e| anyhow!("{e}"))
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+fn print_json(v: serde_json::Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }
 
@@ -243,7 +242,7 @@ pub fn run(cmd: HistoryCommand) -> Result<()> {
                 })
                 .map_err(|e| anyhow!("{e}"))?;
             if json {
-                return print_json(&report);
+                return print_json(serde_json::json!(report));
             }
             println!(
                 "{} dates, {} tags ({}), {} bytes written in {} ms",
@@ -289,7 +288,7 @@ pub fn run(cmd: HistoryCommand) -> Result<()> {
                 .transitions(&tag, day(&from)?, day(&to)?, within.as_ref())
                 .map_err(|e| anyhow!("{e}"))?;
             if json {
-                return print_json(&cells);
+                return print_json(serde_json::json!(cells));
             }
             println!("{:<24} {:<24} {:>12}", "from", "to", "count");
             for c in cells {
@@ -317,7 +316,7 @@ pub fn run(cmd: HistoryCommand) -> Result<()> {
                 )
                 .map_err(|e| anyhow!("{e}"))?;
             if json {
-                return print_json(&c);
+                return print_json(serde_json::json!(c));
             }
             println!(
                 "{tag} = {}: before {}, after {}, entered {}, exited {}, stayed {}",
@@ -338,7 +337,7 @@ pub fn run(cmd: HistoryCommand) -> Result<()> {
                 .population(&tag, day(&from)?, day(&to)?, within.as_ref())
                 .map_err(|e| anyhow!("{e}"))?;
             if json {
-                return print_json(&points);
+                return print_json(serde_json::json!(points));
             }
             for p in points {
                 let values: Vec<String> =
@@ -377,7 +376,7 @@ pub fn run(cmd: HistoryCommand) -> Result<()> {
                 .paths(&tag, &grid, within.as_ref(), !no_collapse, limit)
                 .map_err(|e| anyhow!("{e}"))?;
             if json {
-                return print_json(&paths);
+                return print_json(serde_json::json!(paths));
             }
             println!(
                 "{} dates: {}",
@@ -406,7 +405,7 @@ pub fn run(cmd: HistoryCommand) -> Result<()> {
                 .trail(profile, tags.as_deref(), from, to)
                 .map_err(|e| anyhow!("{e}"))?;
             if json {
-                return print_json(&trail);
+                return print_json(serde_json::json!(trail));
             }
             for e in trail {
                 println!(
@@ -457,7 +456,7 @@ pub fn run(cmd: HistoryCommand) -> Result<()> {
             }
             let storage = h.storage().map_err(|e| anyhow!("{e}"))?;
             if json {
-                return print_json(&serde_json::json!({
+                return print_json(serde_json::json!({
                     "retention_days": h.retention_days(),
                     "tags": tags,
                     "storage": storage,

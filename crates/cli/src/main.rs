@@ -2,6 +2,7 @@
 
 mod commands;
 mod demo;
+mod history;
 mod http;
 mod keys;
 mod tags;
@@ -74,6 +75,11 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Tag history (标签演化轨迹): backfill, transitions, population, paths, trails, retention.
+    History {
+        #[command(subcommand)]
+        command: history::HistoryCommand,
     },
     /// Audiences (人群): preview, save, list, export.
     Audience {
@@ -354,6 +360,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compact { data, rebuild } => commands::compact(&data, rebuild),
         Command::Tags { command } => tags::tags(command),
         Command::Audience { command } => tags::audience(command),
+        Command::History { command } => history::run(command),
         Command::Compute {
             data,
             as_of,

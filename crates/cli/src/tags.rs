@@ -454,6 +454,10 @@ pub fn compute(
         })
         .map_err(|e| anyhow!("{e}"))?;
     bar.finish_and_clear();
+    // Every computation leaves a snapshot for its date: the tag history (标签演化轨迹).
+    portrait_history::History::for_data_dir(data)
+        .and_then(|h| h.record(&t.snapshot(), portrait_history::day_of(report.as_of)))
+        .map_err(|e| anyhow!("tag history: {e}"))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

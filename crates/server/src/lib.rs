@@ -8,6 +8,7 @@ pub mod admin;
 pub mod audit;
 pub mod erasure;
 pub mod error;
+pub mod history;
 pub mod imports;
 pub mod ingest;
 pub mod openapi;

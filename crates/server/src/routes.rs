@@ -20,7 +20,7 @@ use axum::Router;
 use crate::access::{Caller, Role};
 use crate::audit::{AuditEntry, PiiRead};
 use crate::error::ApiError;
-use crate::{admin, tagging, App};
+use crate::{admin, history, tagging, App};
 
 /// An HTTP method of the admin API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -526,6 +526,29 @@ pub static ROUTES: &[Route] = &[
         ok: 200,
         handler: |m| on(m, tagging::export),
     },
+    Route { method: Method::Get, path: "/api/v1/history", role: Role::Analyst, data: Data::Aggregates,
+        summary: "Tags with history: dates, retention, storage", hidden_params: &[], query: &[], body: None, ok: 200,
+        handler: |m| on(m, history::list) },
+    Route { method: Method::Get, path: "/api/v1/history/{tag}/transitions", role: Role::Analyst, data: Data::Aggregates,
+        summary: "From × to counts of a stage/bool tag between two dates (Sankey data)", hidden_params: &[],
+        query: &[("from", "date or RFC 3339 instant"), ("to", "date or RFC 3339 instant"), ("audience", "a saved audience (current members)")],
+        body: None, ok: 200, handler: |m| on(m, history::transitions) },
+    Route { method: Method::Get, path: "/api/v1/history/{tag}/change", role: Role::Analyst, data: Data::Aggregates,
+        summary: "Entered / exited / stayed for one value between two dates", hidden_params: &[],
+        query: &[("value", "the value (default: any)"), ("from", "date"), ("to", "date"), ("audience", "a saved audience")],
+        body: None, ok: 200, handler: |m| on(m, history::change) },
+    Route { method: Method::Get, path: "/api/v1/history/{tag}/population", role: Role::Analyst, data: Data::Aggregates,
+        summary: "Profiles per value at every snapshot date in a range", hidden_params: &[],
+        query: &[("from", "date"), ("to", "date"), ("audience", "a saved audience")],
+        body: None, ok: 200, handler: |m| on(m, history::population) },
+    Route { method: Method::Get, path: "/api/v1/history/{tag}/paths", role: Role::Analyst, data: Data::Aggregates,
+        summary: "Most common value sequences over snapshot dates", hidden_params: &[],
+        query: &[("from", "date"), ("to", "date"), ("every", "1d, 1w, 1mo (default: every snapshot date)"), ("collapse", "merge repeats (default true)"), ("limit", "default 20"), ("audience", "a saved audience")],
+        body: None, ok: 200, handler: |m| on(m, history::paths) },
+    Route { method: Method::Get, path: "/api/v1/profiles/{id}/history", role: Role::Operator, data: Data::Members,
+        summary: "A profile's tag changes over time (cause: initial/refresh)", hidden_params: &[],
+        query: &[("tags", "comma-separated"), ("from", "date"), ("to", "date")],
+        body: None, ok: 200, handler: |m| on(m, history::profile_trail) },
     Route {
         method: Method::Get,
         path: "/api/v1/tokens",

@@ -276,7 +276,14 @@ pub async fn compute(
         engine,
         skip_compaction: false,
     };
-    let report = blocking(move || Ok(t.compute(&opts, &mut |_| {})?)).await?;
+    let report = blocking(move || {
+        let report = t.compute(&opts, &mut |_| {})?;
+        portrait_history::History::for_data_dir(t.engine().dir())
+            .and_then(|h| h.record(&t.snapshot(), portrait_history::day_of(report.as_of)))
+            .map_err(|e| ApiError::Internal(format!("tag history: {e}")))?;
+        Ok(report)
+    })
+    .await?;
     Ok(Json(json!(report)))
 }
 
