@@ -74,6 +74,7 @@ fn sample(path: &str, param: &str, profile: u64) -> String {
         "value" => PHONE.into(),
         "name" if path.starts_with("/api/v1/tokens/") => "no-such-token".into(),
         "name" => "app".into(),
+        "tag" => "lifecycle".into(),
         other => panic!("no sample for path parameter `{other}` of {path}: add one"),
     }
 }
@@ -176,6 +177,12 @@ fn every_documented_route_answers_401_and_403_exactly_as_its_role_says() {
         "DELETE /api/v1/tokens/{name}",
         "GET /api/v1/audit",
         "GET /api/v1/openapi.json",
+        "POST /api/v1/tags",
+        "POST /api/v1/compute",
+        "POST /api/v1/audiences/preview",
+        "GET /api/v1/audiences/{name}/export",
+        "GET /api/v1/history/{tag}/transitions",
+        "POST /api/v1/profiles/{id}/consent",
     ] {
         assert!(
             walked.contains(must),
