@@ -24,38 +24,18 @@ impl ReadSet {
     /// The fields `expr` reads.
     pub fn of(expr: &Expr) -> ReadSet {
         let mut r = ReadSet::default();
-        r.visit(expr);
-        r
-    }
-
-    fn visit(&mut self, e: &Expr) {
-        match e {
-            Expr::Lit(_) | Expr::AsOf => {}
+        expr.walk(&mut |e| match e {
             Expr::Agg(_) | Expr::Tag(_) | Expr::Trait { .. } | Expr::Profile(_) => {
-                self.profile_scope = true
+                r.profile_scope = true
             }
-            Expr::Event(f) => match f {
-                EventField::Name => self.name = true,
-                EventField::Type => self.kind = true,
-                EventField::Source => self.source = true,
-                EventField::Timestamp => self.timestamp = true,
-            },
-            Expr::Property { .. } => self.props = true,
-            Expr::Not(a) | Expr::Neg(a) => self.visit(a),
-            Expr::And(v) | Expr::Or(v) | Expr::Call(_, v) => v.iter().for_each(|x| self.visit(x)),
-            Expr::Cmp(_, a, b) | Expr::Arith(_, a, b) => {
-                self.visit(a);
-                self.visit(b);
-            }
-            Expr::In { expr, .. } | Expr::IsNull { expr, .. } => self.visit(expr),
-            Expr::Between {
-                expr, low, high, ..
-            } => {
-                self.visit(expr);
-                self.visit(low);
-                self.visit(high);
-            }
-        }
+            Expr::Event(EventField::Name) => r.name = true,
+            Expr::Event(EventField::Type) => r.kind = true,
+            Expr::Event(EventField::Source) => r.source = true,
+            Expr::Event(EventField::Timestamp) => r.timestamp = true,
+            Expr::Property { .. } => r.props = true,
+            _ => {}
+        });
+        r
     }
 
     /// Number of dictionary columns (`event`, `type`, `source`) read.

@@ -547,35 +547,6 @@ pub fn to_sql(plan: &Plan, as_of_ms: i64, dialect: Dialect) -> Result<String, Ba
 // ---------------------------------------------------------------------------------------------
 // Whole tags.
 
-/// Walks `e` and calls `f` on every node.
-fn visit(e: &Expr, f: &mut dyn FnMut(&Expr)) {
-    f(e);
-    match e {
-        Expr::Not(a) | Expr::Neg(a) => visit(a, f),
-        Expr::And(v) | Expr::Or(v) | Expr::Call(_, v) => v.iter().for_each(|x| visit(x, f)),
-        Expr::Cmp(_, a, b) | Expr::Arith(_, a, b) => {
-            visit(a, f);
-            visit(b, f);
-        }
-        Expr::In { expr, .. } | Expr::IsNull { expr, .. } => visit(expr, f),
-        Expr::Between {
-            expr, low, high, ..
-        } => {
-            visit(expr, f);
-            visit(low, f);
-            visit(high, f);
-        }
-        Expr::Lit(_)
-        | Expr::AsOf
-        | Expr::Agg(_)
-        | Expr::Tag(_)
-        | Expr::Trait { .. }
-        | Expr::Profile(_)
-        | Expr::Event(_)
-        | Expr::Property { .. } => {}
-    }
-}
-
 /// The expressions of a tag body.
 fn body_exprs(body: &TagBody) -> Vec<&Expr> {
     match body {
@@ -630,7 +601,7 @@ pub fn tags_sql(plan: &Plan, as_of_ms: i64, dialect: Dialect) -> Result<String, 
         }
         let mut bad_ref = None;
         for e in body_exprs(&tag.body) {
-            visit(e, &mut |x| match x {
+            e.walk(&mut |x| match x {
                 Expr::Profile(_) => reads_seen = true,
                 Expr::Tag(j) if *j >= i => bad_ref = Some(*j),
                 _ => {}
@@ -712,7 +683,7 @@ pub fn tags_sql(plan: &Plan, as_of_ms: i64, dialect: Dialect) -> Result<String, 
         g.ctx = format!("tag {}", tag.name);
         let mut deps = 0;
         for e in body_exprs(&tag.body) {
-            visit(e, &mut |x| {
+            e.walk(&mut |x| {
                 if let Expr::Tag(j) = x {
                     deps = deps.max(avail.get(*j).copied().unwrap_or(0));
                 }

@@ -97,19 +97,32 @@ pub async fn list(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> 
     .await
 }
 
+/// Runs a history query over the range `from..to` of `q` (restricted to `q.audience`) on the
+/// blocking pool and answers its result as JSON.
+async fn ranged<T: serde::Serialize>(
+    app: Arc<App>,
+    q: RangeQuery,
+    query: impl FnOnce(&History, &RangeQuery, Day, Day, Option<&RoaringBitmap>) -> Result<T, HistoryError>
+        + Send
+        + 'static,
+) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let (from, to) = (day("from", q.from.as_deref())?, day("to", q.to.as_deref())?);
+        let within = audience(&app, q.audience.as_deref())?;
+        let answer = query(&history(&app)?, &q, from, to, within.as_ref()).map_err(api)?;
+        Ok(Json(json!(answer)))
+    })
+    .await
+}
+
 /// `GET /api/v1/history/{tag}/transitions?from=&to=&audience=`: `[{from, to, count}]`.
 pub async fn transitions(
     State(app): State<Arc<App>>,
     Path(tag): Path<String>,
     Query(q): Query<RangeQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    blocking(move || {
-        let (from, to) = (day("from", q.from.as_deref())?, day("to", q.to.as_deref())?);
-        let within = audience(&app, q.audience.as_deref())?;
-        let cells = history(&app)?
-            .transitions(&tag, from, to, within.as_ref())
-            .map_err(api)?;
-        Ok(Json(json!(cells)))
+    ranged(app, q, move |h, _, from, to, within| {
+        h.transitions(&tag, from, to, within)
     })
     .await
 }
@@ -120,13 +133,8 @@ pub async fn change(
     Path(tag): Path<String>,
     Query(q): Query<RangeQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    blocking(move || {
-        let (from, to) = (day("from", q.from.as_deref())?, day("to", q.to.as_deref())?);
-        let within = audience(&app, q.audience.as_deref())?;
-        let c = history(&app)?
-            .change(&tag, q.value.as_deref(), from, to, within.as_ref())
-            .map_err(api)?;
-        Ok(Json(json!(c)))
+    ranged(app, q, move |h, q, from, to, within| {
+        h.change(&tag, q.value.as_deref(), from, to, within)
     })
     .await
 }
@@ -137,13 +145,8 @@ pub async fn population(
     Path(tag): Path<String>,
     Query(q): Query<RangeQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    blocking(move || {
-        let (from, to) = (day("from", q.from.as_deref())?, day("to", q.to.as_deref())?);
-        let within = audience(&app, q.audience.as_deref())?;
-        let points = history(&app)?
-            .population(&tag, from, to, within.as_ref())
-            .map_err(api)?;
-        Ok(Json(json!(points)))
+    ranged(app, q, move |h, _, from, to, within| {
+        h.population(&tag, from, to, within)
     })
     .await
 }

@@ -345,55 +345,35 @@ pub async fn preview(
     Ok(Json(v))
 }
 
-/// Body of `POST /api/v1/audiences`.
+/// Query of `POST /api/v1/audiences`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SaveBody {
-    /// Name, `[a-z][a-z0-9_]*`.
-    pub name: String,
-    /// The expression.
-    pub expression: String,
-    /// Title.
-    #[serde(default)]
-    pub title: String,
-    /// Owner.
-    #[serde(default)]
-    pub owner: String,
-    /// Description.
-    #[serde(default)]
-    pub description: String,
-    /// Save as a draft.
+pub struct SaveQuery {
+    /// Save as a draft (default: published at once).
     #[serde(default)]
     pub draft: bool,
 }
 
-/// `POST /api/v1/audiences`.
+/// `POST /api/v1/audiences` with an [`AudienceSpec`](portrait_tagging::service::AudienceSpec).
 pub async fn save(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
+    Query(q): Query<SaveQuery>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let req: SaveBody = serde_json::from_slice(&body)
+    let spec: portrait_tagging::service::AudienceSpec = serde_json::from_slice(&body)
         .map_err(|e| ApiError::InvalidJson(format!("invalid body: {e}")))?;
-    let spec = portrait_tagging::service::AudienceSpec {
-        name: req.name.clone(),
-        expression: req.expression.clone(),
-        title: req.title.clone(),
-        owner: req.owner.clone(),
-        description: req.description.clone(),
-    };
-    let r = app.tagging.save_audience(&spec, &caller.name, req.draft)?;
+    let r = app.tagging.save_audience(&spec, &caller.name, q.draft)?;
     let (version, created) = match r {
         portrait_tagging::catalog::Applied::Created(v) => (v, true),
         portrait_tagging::catalog::Applied::Unchanged(v) => (v, false),
     };
     let size = app
         .tagging
-        .preview(&req.expression, 0)
+        .preview(&spec.expression, 0)
         .map(|p| p.count)
         .ok();
     Ok(Json(
-        json!({"name": req.name, "version": version, "created": created, "size": size}),
+        json!({"name": spec.name, "version": version, "created": created, "size": size}),
     ))
 }
 

@@ -118,8 +118,9 @@ pub struct Impact {
     pub dependent_audiences: Vec<String>,
 }
 
-/// An audience to save.
+/// An audience to save (also the body of `POST /api/v1/audiences`).
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AudienceSpec {
     /// Name, `[a-z][a-z0-9_]*`.
     pub name: String,
@@ -921,7 +922,7 @@ impl portrait_tags::eval::Row for StoreRow<'_> {
 /// Tags an expression reads (`Expr::Tag(i)` → `names[i]`).
 fn used_tags(expr: &Expr, names: &[String]) -> Vec<String> {
     let mut out = BTreeSet::new();
-    walk(expr, &mut |e| {
+    expr.walk(&mut |e| {
         if let Expr::Tag(i) = e {
             if let Some(n) = names.get(*i) {
                 out.insert(n.clone());
@@ -929,28 +930,6 @@ fn used_tags(expr: &Expr, names: &[String]) -> Vec<String> {
         }
     });
     out.into_iter().collect()
-}
-
-/// Calls `f` on every node of `expr`.
-pub fn walk(expr: &Expr, f: &mut dyn FnMut(&Expr)) {
-    f(expr);
-    match expr {
-        Expr::Not(e) | Expr::Neg(e) => walk(e, f),
-        Expr::And(v) | Expr::Or(v) | Expr::Call(_, v) => v.iter().for_each(|e| walk(e, f)),
-        Expr::Cmp(_, a, b) | Expr::Arith(_, a, b) => {
-            walk(a, f);
-            walk(b, f);
-        }
-        Expr::In { expr, .. } | Expr::IsNull { expr, .. } => walk(expr, f),
-        Expr::Between {
-            expr, low, high, ..
-        } => {
-            walk(expr, f);
-            walk(low, f);
-            walk(high, f);
-        }
-        _ => {}
-    }
 }
 
 /// A plan with only `only` and the tags they read (compiled again from those definitions).

@@ -392,6 +392,35 @@ impl Aggregate {
 }
 
 impl Expr {
+    /// Calls `f` on this node and every node below it, parents first.
+    pub fn walk(&self, f: &mut dyn FnMut(&Expr)) {
+        f(self);
+        match self {
+            Expr::Not(a) | Expr::Neg(a) => a.walk(f),
+            Expr::And(v) | Expr::Or(v) | Expr::Call(_, v) => v.iter().for_each(|x| x.walk(f)),
+            Expr::Cmp(_, a, b) | Expr::Arith(_, a, b) => {
+                a.walk(f);
+                b.walk(f);
+            }
+            Expr::In { expr, .. } | Expr::IsNull { expr, .. } => expr.walk(f),
+            Expr::Between {
+                expr, low, high, ..
+            } => {
+                expr.walk(f);
+                low.walk(f);
+                high.walk(f);
+            }
+            Expr::Lit(_)
+            | Expr::AsOf
+            | Expr::Agg(_)
+            | Expr::Tag(_)
+            | Expr::Trait { .. }
+            | Expr::Profile(_)
+            | Expr::Event(_)
+            | Expr::Property { .. } => {}
+        }
+    }
+
     /// The static type of an expression whose aggregate and tag slots need no lookup; for
     /// [`Expr::Agg`] and [`Expr::Tag`] use [`Plan::type_of`].
     pub fn ty(&self) -> Type {
