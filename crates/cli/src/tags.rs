@@ -20,6 +20,9 @@ pub enum TagsCommand {
         /// Publish the new versions at once.
         #[arg(long)]
         publish: bool,
+        /// Set a parameter of a file that declares `params:` (NAME=VALUE; repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
         /// Definition files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -201,14 +204,23 @@ pub fn tags(cmd: TagsCommand) -> Result<()> {
         TagsCommand::Apply {
             data,
             publish,
+            set,
             files,
         } => {
+            let overrides = set
+                .iter()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                        .ok_or_else(|| anyhow!("--set {kv:?}: expected NAME=VALUE"))
+                })
+                .collect::<Result<Vec<_>>>()?;
             let t = open(&data)?;
             for f in &files {
                 let text = std::fs::read_to_string(f)
                     .with_context(|| format!("cannot read {}", f.display()))?;
                 let report = t
-                    .apply(&text, &f.display().to_string(), "cli", publish)
+                    .apply_with(&text, &f.display().to_string(), "cli", publish, &overrides)
                     .map_err(|e| anyhow!("{e}"))?;
                 for w in &report.warnings {
                     eprintln!("{w}");

@@ -236,28 +236,3 @@ fn lifecycle_template_parses_and_compiles() {
     t.compute(&opts, &mut |_| {}).unwrap();
     assert!(t.snapshot().tag("lc_stage").is_some());
 }
-
-/// Writes the data directory of these tests (computed at 2024-03-15) to `$HISTORY_FIXTURE`, for
-/// trying the CLI by hand: `HISTORY_FIXTURE=/tmp/h cargo test -p portrait-history --test
-/// backfill -- --ignored`.
-#[test]
-#[ignore]
-fn make_cli_fixture() {
-    let Ok(dir) = std::env::var("HISTORY_FIXTURE") else {
-        return;
-    };
-    let t = setup(std::path::Path::new(&dir));
-    let opts = ComputeOptions {
-        as_of: Some(end_of_day(d("2024-03-15"))),
-        ..ComputeOptions::default()
-    };
-    t.compute(&opts, &mut |_| {}).unwrap();
-    let spec = portrait_tagging::service::AudienceSpec {
-        name: "all_stage".into(),
-        expression: "stage in (\"active\", \"dormant\")".into(),
-        title: String::new(),
-        owner: String::new(),
-        description: String::new(),
-    };
-    t.save_audience(&spec, "test", false).unwrap();
-}

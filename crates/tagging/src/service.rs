@@ -324,7 +324,21 @@ impl Tagging {
         by: &str,
         publish: bool,
     ) -> Result<ApplyReport, TaggingError> {
-        let defs = parse_defs(text, file).map_err(|d| diagnostics(&d))?;
+        self.apply_with(text, file, by, publish, &[])
+    }
+
+    /// [`Tagging::apply`] with parameter overrides for a file that declares `params:`
+    /// (`portrait tags apply --set dormant_days=45`).
+    pub fn apply_with(
+        &self,
+        text: &str,
+        file: &str,
+        by: &str,
+        publish: bool,
+        overrides: &[(String, String)],
+    ) -> Result<ApplyReport, TaggingError> {
+        let defs = portrait_tags::def::parse_defs_with(text, file, overrides)
+            .map_err(|d| diagnostics(&d))?;
         let names: BTreeSet<String> = defs.iter().map(|d| d.name.clone()).collect();
         let mut all: Vec<TagDef> = self
             .published_defs(&names)?

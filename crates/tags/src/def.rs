@@ -179,7 +179,91 @@ const FIELDS: &[&str] = &[
 
 /// Parses a file of definitions. Errors name `FILE:LINE:COL`.
 pub fn parse_defs(text: &str, file: &str) -> Result<Vec<TagDef>, Vec<Diagnostic>> {
-    parse_defs_at(text, file, 0)
+    parse_defs_with(text, file, &[])
+}
+
+/// [`parse_defs`] for a file that may start with a parameter block — a first document holding
+/// only `params:`, a mapping of names to scalar defaults — whose `${name}` placeholders are
+/// replaced in the definitions below it. `overrides` (`--set name=value`) replace defaults; an
+/// override or a placeholder naming no parameter is an error. The stored definitions carry the
+/// substituted values, so every version records the thresholds it was computed with.
+pub fn parse_defs_with(
+    text: &str,
+    file: &str,
+    overrides: &[(String, String)],
+) -> Result<Vec<TagDef>, Vec<Diagnostic>> {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let end = lines.iter().position(|l| {
+        let t = l.trim_end();
+        t == "---" || t.starts_with("--- ")
+    });
+    let head = end.map_or(text.to_string(), |e| lines[..e].join("\n"));
+    let params: Option<serde_yaml::Mapping> = serde_yaml::from_str::<serde_yaml::Value>(&head)
+        .ok()
+        .and_then(|v| match v {
+            serde_yaml::Value::Mapping(m) if m.len() == 1 => {
+                m.get("params").and_then(|p| p.as_mapping().cloned())
+            }
+            _ => None,
+        });
+    let err = |msg: String, line: usize| vec![Diagnostic::error(msg, file, line, 1)];
+    let Some(params) = params else {
+        if let Some((k, _)) = overrides.first() {
+            return Err(err(format!("--set {k}: this file declares no params"), 1));
+        }
+        return parse_defs_at(text, file, 0);
+    };
+    let mut values: Vec<(String, String)> = Vec::new();
+    for (k, v) in &params {
+        let (Some(k), Some(v)) = (k.as_str(), scalar_text(v)) else {
+            return Err(err(
+                "params: each parameter is a name with a number or text default".into(),
+                1,
+            ));
+        };
+        values.push((k.to_string(), v));
+    }
+    for (k, v) in overrides {
+        match values.iter_mut().find(|(n, _)| n == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => {
+                let names: Vec<&str> = values.iter().map(|(n, _)| n.as_str()).collect();
+                return Err(err(
+                    format!(
+                        "--set {k}: no such parameter (params: {})",
+                        names.join(", ")
+                    ),
+                    1,
+                ));
+            }
+        }
+    }
+    // Blank out the parameter block (line numbers stay true) and substitute the rest.
+    let skip = end.map_or(lines.len(), |e| e + 1);
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in lines.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        if i < skip {
+            continue;
+        }
+        let mut rest = *line;
+        while let Some(at) = rest.find("${") {
+            out.push_str(&rest[..at]);
+            let Some(close) = rest[at..].find('}') else {
+                return Err(err("unclosed ${ placeholder".into(), i + 1));
+            };
+            let name = &rest[at + 2..at + close];
+            match values.iter().find(|(n, _)| n == name) {
+                Some((_, v)) => out.push_str(v),
+                None => return Err(err(format!("${{{name}}} names no parameter"), i + 1)),
+            }
+            rest = &rest[at + close + 1..];
+        }
+        out.push_str(rest);
+    }
+    parse_defs_at(&out, file, 0)
 }
 
 /// Like [`parse_defs`] for text that starts after `line_offset` lines of its file (e.g. a YAML
