@@ -613,6 +613,38 @@ impl History {
         Ok(Loader::new(&dir).bitmap(date, "")?.unwrap_or_default())
     }
 
+    /// Erasure: removes `ids` from every snapshot of every tag and from the live ids of every
+    /// date (each date re-recorded without them, oldest first, so references and deltas stay
+    /// consistent). Returns the dates rewritten.
+    pub fn erase(&self, ids: &RoaringBitmap) -> Result<u64, HistoryError> {
+        let Some(index) = self.read_index(&self.universe_dir())? else {
+            return Ok(0);
+        };
+        let dates: Vec<Day> = index.dates().to_vec();
+        let names = self.tags()?;
+        let mut rewritten = 0;
+        for date in dates {
+            let universe = self.universe(date)?;
+            let mut tags: Vec<(String, TagData)> = Vec::new();
+            let mut touched = !universe.is_disjoint(ids);
+            for name in &names {
+                if !self.dates(name)?.contains(&date) {
+                    continue;
+                }
+                let data = self.load(name, date)?.data;
+                touched |= !data.present().is_disjoint(ids);
+                tags.push((name.clone(), data.without(ids)));
+            }
+            if !touched {
+                continue;
+            }
+            let refs: Vec<(String, &TagData)> = tags.iter().map(|(n, d)| (n.clone(), d)).collect();
+            self.record_tags(&(&universe - ids), &refs, date)?;
+            rewritten += 1;
+        }
+        Ok(rewritten)
+    }
+
     /// Bytes and files used, and bytes per (tag, value, date).
     pub fn storage(&self) -> Result<StorageStats, HistoryError> {
         let mut s = StorageStats::default();

@@ -504,3 +504,75 @@ fn corrupt_files_are_named() {
         3
     );
 }
+
+#[test]
+fn erasure_removes_an_id_from_every_snapshot_and_keeps_the_rest() {
+    use portrait_history::{History, RoaringBitmap};
+    use portrait_tagstore::TagData;
+    let dir = tempfile::tempdir().unwrap();
+    let h = History::open(dir.path()).unwrap();
+    let day = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+    let universe: RoaringBitmap = (0..100).collect();
+    let stage = |active: std::ops::Range<u32>| {
+        let a: RoaringBitmap = active.clone().collect();
+        let rest = &universe - &a;
+        TagData::enumeration(vec![
+            ("active".to_string(), a),
+            ("dormant".to_string(), rest),
+        ])
+        .unwrap()
+    };
+    let vip: RoaringBitmap = (0..50).collect();
+    let (d1, d2, d3) = (stage(0..60), stage(0..60), stage(5..60));
+    h.record_tags(
+        &universe,
+        &[
+            ("stage".into(), &d1),
+            ("vip".into(), &TagData::Bool(vip.clone())),
+        ],
+        day("2024-06-01"),
+    )
+    .unwrap();
+    h.record_tags(
+        &universe,
+        &[
+            ("stage".into(), &d2),
+            ("vip".into(), &TagData::Bool(vip.clone())),
+        ],
+        day("2024-06-02"),
+    )
+    .unwrap();
+    h.record_tags(
+        &universe,
+        &[
+            ("stage".into(), &d3),
+            ("vip".into(), &TagData::Bool(vip.clone())),
+        ],
+        day("2024-06-03"),
+    )
+    .unwrap();
+    let gone: RoaringBitmap = [7u32].into_iter().collect();
+    assert_eq!(h.erase(&gone).unwrap(), 3);
+    for d in ["2024-06-01", "2024-06-02", "2024-06-03"] {
+        let u = h.universe(day(d)).unwrap();
+        assert!(!u.contains(7) && u.len() == 99, "{d}");
+        let s = h.load("stage", day(d)).unwrap().data;
+        assert!(!s.present().contains(7), "{d}");
+        assert_eq!(s.present().len(), 99, "{d}: everyone else kept");
+        let v = h.load("vip", day(d)).unwrap().data;
+        assert!(!v.present().contains(7) && v.present().len() == 49, "{d}");
+    }
+    // Other moves are untouched: id 3 went active → dormant on the 3rd.
+    let t = h
+        .transitions("stage", day("2024-06-02"), day("2024-06-03"), None)
+        .unwrap();
+    let moved = t
+        .iter()
+        .find(|c| c.from == "active" && c.to == "dormant")
+        .map(|c| c.count);
+    assert_eq!(
+        moved,
+        Some(5),
+        "ids 0..5 except none erased among them: {t:?}"
+    );
+}

@@ -152,6 +152,11 @@ pub fn erase(
             t.erase(report.profile)
                 .map_err(|e| ErasureError::Derived(format!("tag store: {e}")))?;
         }
+        let mut ids = portrait_tagstore::RoaringBitmap::new();
+        ids.insert(report.profile);
+        portrait_history::History::for_data_dir(engine.dir())
+            .and_then(|h| h.erase(&ids))
+            .map_err(|e| ErasureError::Derived(format!("tag history: {e}")))?;
         Ok(())
     })();
     if let Err(e) = &derived {

@@ -158,7 +158,8 @@ impl TagData {
         !self.present().is_disjoint(ids)
     }
 
-    pub(crate) fn without(&self, ids: &RoaringBitmap) -> TagData {
+    /// The same tag without `ids` (erasure from stored copies such as history snapshots).
+    pub fn without(&self, ids: &RoaringBitmap) -> TagData {
         match self {
             TagData::Bool(b) => TagData::Bool(b - ids),
             TagData::Enum(e) => TagData::Enum(e.without(ids)),
