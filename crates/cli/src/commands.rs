@@ -81,13 +81,10 @@ impl ServerHandle {
 /// in a background thread.
 pub fn spawn_server(
     engine: Arc<Engine>,
+    tagging: Arc<portrait_tagging::service::Tagging>,
     listen: SocketAddr,
     token: String,
 ) -> Result<ServerHandle> {
-    let tagging = Arc::new(
-        portrait_tagging::service::Tagging::open(engine.clone())
-            .context("cannot open the tag store")?,
-    );
     start_server(
         engine,
         tagging,

@@ -191,7 +191,9 @@ pub fn demo(o: &DemoOptions) -> Result<()> {
     }
     let (token, _) =
         portrait_server::admin_token(&data, std::env::var("PORTRAIT_ADMIN_TOKEN").ok())?;
-    let server = crate::commands::spawn_server(engine.clone(), o.listen, token.clone())?;
+    let tagging = Arc::new(portrait_tagging::service::Tagging::open(engine.clone())?);
+    let server =
+        crate::commands::spawn_server(engine.clone(), tagging.clone(), o.listen, token.clone())?;
     let addr = server.addr.to_string();
 
     println!("[2/4] Importing files through their mappings");
@@ -251,6 +253,10 @@ pub fn demo(o: &DemoOptions) -> Result<()> {
         lake.bytes as f64 / 1e6,
         portrait_lake::lake_dir(&data).display()
     );
+    let as_of = engine.state().book.profiles().map(|p| p.last_seen).max();
+    if let Some(as_of) = as_of {
+        demo_tags(&tagging, as_of)?;
+    }
     let example = {
         let state = engine.state();
         state
@@ -273,6 +279,7 @@ pub fn demo(o: &DemoOptions) -> Result<()> {
         println!(
             "  curl -H 'Authorization: Bearer {token}' http://{addr}/api/v1/profiles/{id}/merges"
         );
+        println!("  curl -H 'Authorization: Bearer {token}' http://{addr}/api/v1/profiles/{id}/tags/lifecycle/explain");
         if let Some(phone) = phone {
             println!("  curl -H 'Authorization: Bearer {token}' http://{addr}/api/v1/profiles/by-identifier/phone/{}", phone.value.replace('+', "%2B"));
         }
@@ -284,5 +291,46 @@ pub fn demo(o: &DemoOptions) -> Result<()> {
         server.stop();
     }
     engine.close();
+    Ok(())
+}
+
+/// The starter tag bundle (examples/tags/retail.yaml), applied, computed as of the last event,
+/// with its populations and two audiences.
+fn demo_tags(tagging: &portrait_tagging::service::Tagging, as_of: i64) -> Result<()> {
+    let bundle = include_str!("../../../examples/tags/retail.yaml");
+    tagging
+        .apply(bundle, "examples/tags/retail.yaml", "demo", true)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let opts = portrait_tagging::service::ComputeOptions {
+        as_of: Some(as_of),
+        skip_compaction: true,
+        ..Default::default()
+    };
+    let report = tagging
+        .compute(&opts, &mut |_| {})
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    portrait_history::History::for_data_dir(tagging.engine().dir())
+        .and_then(|h| h.record(&tagging.snapshot(), portrait_history::day_of(report.as_of)))
+        .map_err(|e| anyhow::anyhow!("tag history: {e}"))?;
+    println!(
+        "tags (examples/tags/retail.yaml) as of {}: {} tags from {} aggregates in one scan of {} events, {} ms",
+        portrait_core::time::format_iso(report.as_of),
+        report.tags.len(),
+        report.aggregates,
+        report.events_scanned,
+        report.duration_ms
+    );
+    for t in &report.tags {
+        println!("  {:<20} {:>8} profiles", t.name, t.population);
+    }
+    for expr in [
+        r#"lifecycle in ("active", "new") and spend_90d >= 300"#,
+        r#"lifecycle = "dormant" and rfm_f >= 2"#,
+    ] {
+        let p = tagging
+            .preview(expr, 0)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("  audience {expr}: {} of {}", p.count, p.universe);
+    }
     Ok(())
 }
