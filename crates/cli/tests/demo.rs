@@ -50,7 +50,10 @@ fn demo_ingests_every_source_and_scores_identity_resolution() {
     assert!(number("precision ") >= 0.999, "{line}");
     assert!(number("recall ") >= 0.99, "{line}");
     assert!(out.contains("Parquet files"), "{out}");
-    assert!(out.contains("tags (examples/tags/retail.yaml) as of"), "{out}");
+    assert!(
+        out.contains("tags (examples/tags/retail.yaml) as of"),
+        "{out}"
+    );
     assert!(out.contains("audience lifecycle in"), "{out}");
 
     // The data directory it leaves is a normal one: the CLI can read it.
