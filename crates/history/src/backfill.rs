@@ -84,7 +84,7 @@ impl History {
         lake: &Path,
         plan: &Plan,
         dates: &[Day],
-        externals: &dyn Fn(usize, u32) -> Value,
+        externals: &(dyn Fn(usize, u32) -> Value + Sync),
         progress: &mut dyn FnMut(&BackfillProgress),
     ) -> Result<BackfillReport, HistoryError> {
         let started = Instant::now();

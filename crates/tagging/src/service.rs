@@ -835,7 +835,7 @@ pub fn evaluate_lake(
     plan: &Plan,
     as_of: i64,
     engine: BatchEngine,
-    externals: &dyn Fn(usize, u32) -> Value,
+    externals: &(dyn Fn(usize, u32) -> Value + Sync),
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Computed, TaggingError> {
     // first_seen / last_seen as of `as_of` are two more aggregates of the same scan.

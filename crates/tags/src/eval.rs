@@ -672,6 +672,9 @@ pub struct TagColumn {
     pub values: Vec<Value>,
 }
 
+/// Populations at least this large are evaluated on two threads.
+const PARALLEL_ROWS: usize = 65_536;
+
 /// Everything [`evaluate_population`] reads.
 pub struct Population<'a> {
     /// Dense profile ids to compute, in output order.
@@ -679,11 +682,11 @@ pub struct Population<'a> {
     /// One column per [`Plan::aggregates`] slot, indexed by dense id.
     pub aggs: &'a [crate::ir::Column],
     /// A profile's traits.
-    pub traits: &'a dyn Fn(u32) -> Option<&'a serde_json::Map<String, serde_json::Value>>,
+    pub traits: &'a (dyn Fn(u32) -> Option<&'a serde_json::Map<String, serde_json::Value>> + Sync),
     /// A profile's `first_seen` / `last_seen`.
-    pub profile: &'a dyn Fn(u32, ProfileField) -> Value,
+    pub profile: &'a (dyn Fn(u32, ProfileField) -> Value + Sync),
     /// The stored value of external tag `tag` (an index into [`Plan::tags`]) for a profile.
-    pub externals: &'a dyn Fn(usize, u32) -> Value,
+    pub externals: &'a (dyn Fn(usize, u32) -> Value + Sync),
     /// The computation's instant (ms).
     pub as_of: i64,
 }
@@ -723,19 +726,38 @@ pub fn evaluate_population(plan: &Plan, pop: &Population<'_>) -> Vec<TagColumn> 
     let mut done: Vec<TagColumn> = Vec::with_capacity(plan.tags.len());
     for (ti, tag) in plan.tags.iter().enumerate() {
         let tz = plan.time_zone;
-        let per_row = |f: &dyn Fn(&PopRow<'_, '_>) -> Value| -> Vec<Value> {
-            pop.ids
-                .iter()
-                .enumerate()
-                .map(|(pos, &id)| {
-                    f(&PopRow {
-                        pop,
-                        id,
-                        pos,
-                        done: &done,
+        // Rows are independent within a tag (a tag sees only earlier tags' finished columns):
+        // large populations are evaluated on two threads, each a contiguous half, in order.
+        let per_row = |f: &(dyn Fn(&PopRow<'_, '_>) -> Value + Sync)| -> Vec<Value> {
+            let run = |range: std::ops::Range<usize>| -> Vec<Value> {
+                pop.ids[range.clone()]
+                    .iter()
+                    .zip(range)
+                    .map(|(&id, pos)| {
+                        f(&PopRow {
+                            pop,
+                            id,
+                            pos,
+                            done: &done,
+                        })
                     })
-                })
-                .collect()
+                    .collect()
+            };
+            let n = pop.ids.len();
+            if n < PARALLEL_ROWS {
+                return run(0..n);
+            }
+            let mid = n / 2;
+            std::thread::scope(|s| {
+                let second = s.spawn(|| run(mid..n));
+                let mut first = run(0..mid);
+                // A panic in the worker is a bug in the evaluator; re-raise it here.
+                match second.join() {
+                    Ok(rest) => first.extend(rest),
+                    Err(e) => std::panic::resume_unwind(e),
+                }
+                first
+            })
         };
         let values = match &tag.body {
             TagBody::External => pop.ids.iter().map(|&id| (pop.externals)(ti, id)).collect(),
