@@ -52,6 +52,21 @@ pub enum Dialect {
     ClickHouse,
 }
 
+impl Dialect {
+    /// The names [`Dialect::parse`] accepts, for error messages.
+    pub const NAMES: &'static str = "datafusion, duckdb, clickhouse";
+
+    /// A dialect by name: `datafusion`, `duckdb`, `clickhouse` (or `chdb`).
+    pub fn parse(name: &str) -> Option<Dialect> {
+        match name {
+            "datafusion" => Some(Dialect::DataFusion),
+            "duckdb" => Some(Dialect::DuckDb),
+            "clickhouse" | "chdb" => Some(Dialect::ClickHouse),
+            _ => None,
+        }
+    }
+}
+
 struct Gen<'p> {
     d: Dialect,
     as_of: i64,

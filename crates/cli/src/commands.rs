@@ -170,10 +170,7 @@ fn spawn_compactor(
                                 "scheduled tag refresh"
                             );
                             // Every refresh leaves a snapshot for its date (the tag history).
-                            let day = portrait_history::day_of(r.as_of);
-                            let recorded =
-                                portrait_history::History::for_data_dir(tagging.engine().dir())
-                                    .and_then(|h| h.record(&tagging.snapshot(), day));
+                            let recorded = portrait_history::record_computation(&tagging, r.as_of);
                             if let Err(e) = recorded {
                                 tracing::error!(error = %e, "tag history snapshot failed");
                             }

@@ -309,8 +309,7 @@ fn demo_tags(tagging: &portrait_tagging::service::Tagging, as_of: i64) -> Result
     let report = tagging
         .compute(&opts, &mut |_| {})
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    portrait_history::History::for_data_dir(tagging.engine().dir())
-        .and_then(|h| h.record(&tagging.snapshot(), portrait_history::day_of(report.as_of)))
+    portrait_history::record_computation(tagging, report.as_of)
         .map_err(|e| anyhow::anyhow!("tag history: {e}"))?;
     println!(
         "tags (examples/tags/retail.yaml) as of {}: {} tags from {} aggregates in one scan of {} events, {} ms",

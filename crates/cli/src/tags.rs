@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
-use portrait_tagging::service::{BatchEngine, ComputeOptions, ExportRequest, Tagging};
+use portrait_tagging::service::{
+    BatchEngine, ComputeOptions, ExportFormat, ExportRequest, Tagging,
+};
 
 /// `portrait tags …`.
 #[derive(Subcommand)]
@@ -363,12 +365,12 @@ pub fn tags(cmd: TagsCommand) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&e)?);
                 return Ok(());
             }
-            let d = match dialect.as_str() {
-                "datafusion" => portrait_batch::Dialect::DataFusion,
-                "duckdb" => portrait_batch::Dialect::DuckDb,
-                "clickhouse" | "chdb" => portrait_batch::Dialect::ClickHouse,
-                other => bail!("--dialect {other:?}: one of datafusion, duckdb, clickhouse"),
-            };
+            let d = portrait_batch::Dialect::parse(&dialect).ok_or_else(|| {
+                anyhow!(
+                    "--dialect {dialect:?}: one of {}",
+                    portrait_batch::Dialect::NAMES
+                )
+            })?;
             let (plan, _) = t.plan(Some(&[name])).map_err(|e| anyhow!("{e}"))?;
             println!("-- plan\n{plan}");
             let as_of = t.as_of().unwrap_or_else(portrait_core::time::now);
@@ -434,11 +436,8 @@ pub fn compute(
     json: bool,
 ) -> Result<()> {
     let t = open(data)?;
-    let engine = match engine {
-        "kernel" => BatchEngine::Kernel,
-        "datafusion" => BatchEngine::DataFusion,
-        other => bail!("--engine {other:?}: kernel or datafusion"),
-    };
+    let engine = BatchEngine::parse(engine)
+        .ok_or_else(|| anyhow!("--engine {engine:?}: kernel or datafusion"))?;
     let opts = ComputeOptions {
         as_of: as_of.map(parse_as_of).transpose()?,
         tags: tags.map(|t| {
@@ -467,8 +466,7 @@ pub fn compute(
         .map_err(|e| anyhow!("{e}"))?;
     bar.finish_and_clear();
     // Every computation leaves a snapshot for its date: the tag history (标签演化轨迹).
-    portrait_history::History::for_data_dir(data)
-        .and_then(|h| h.record(&t.snapshot(), portrait_history::day_of(report.as_of)))
+    portrait_history::record_computation(&t, report.as_of)
         .map_err(|e| anyhow!("tag history: {e}"))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -570,9 +568,8 @@ pub fn audience(cmd: AudienceCommand) -> Result<()> {
             out,
         } => {
             let t = open(&data)?;
-            if !["csv", "jsonl"].contains(&format.as_str()) {
-                bail!("--format {format:?}: csv or jsonl");
-            }
+            let format = ExportFormat::parse(&format)
+                .ok_or_else(|| anyhow!("--format {format:?}: csv or jsonl"))?;
             let members = t.audience_members(&name).map_err(|e| anyhow!("{e}"))?;
             let req = ExportRequest {
                 identifier: identifier.clone(),
@@ -582,18 +579,7 @@ pub fn audience(cmd: AudienceCommand) -> Result<()> {
                 check_consent: !no_consent_check,
             };
             let export = t.export(&members, &req).map_err(|e| anyhow!("{e}"))?;
-            let mut text = String::new();
-            if format == "csv" {
-                text.push_str(&format!("profile_id,{identifier}\n"));
-            }
-            for r in &export.rows {
-                if format == "csv" {
-                    text.push_str(&format!("{},{}\n", r.profile_id, r.identifier));
-                } else {
-                    text.push_str(&serde_json::json!({"profile_id": r.profile_id, identifier.as_str(): r.identifier}).to_string());
-                    text.push('\n');
-                }
-            }
+            let text = export.render(&identifier, format);
             match &out {
                 Some(p) => std::fs::write(p, &text)
                     .with_context(|| format!("cannot write {}", p.display()))?,

@@ -50,3 +50,12 @@ pub use store::{
     history_dir, DayEntry, History, PruneReport, RecordReport, StorageStats, TagAt,
     DEFAULT_RETENTION_DAYS,
 };
+
+/// Records the tag store's current values as the snapshot of the date of `as_of` (called after
+/// every computation: the CLI, the API, `serve`'s scheduled refresh and the demo).
+pub fn record_computation(
+    tagging: &portrait_tagging::service::Tagging,
+    as_of: i64,
+) -> Result<RecordReport, HistoryError> {
+    History::for_data_dir(tagging.engine().dir())?.record(&tagging.snapshot(), day_of(as_of))
+}

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
+use crate::tagging::blocking;
 use crate::App;
 
 fn api(e: HistoryError) -> ApiError {
@@ -27,14 +28,6 @@ fn api(e: HistoryError) -> ApiError {
         }
         other => ApiError::Internal(other.to_string()),
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
 }
 
 fn history(app: &App) -> Result<History, ApiError> {

@@ -7,7 +7,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
-use portrait_tagging::service::{BatchEngine, ComputeOptions, ExportRequest, Tagging};
+use portrait_tagging::service::{
+    BatchEngine, ComputeOptions, ExportFormat, ExportRequest, Tagging,
+};
 use portrait_tagstore::{Distribution, StoredValue};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -20,7 +22,8 @@ fn tagging(app: &App) -> Arc<Tagging> {
     app.tagging.clone()
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs blocking work (engine, lake and file access) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -212,16 +215,13 @@ pub async fn plan_sql(
     Path(name): Path<String>,
     Query(q): Query<SqlQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let dialect = match q.dialect.as_deref().unwrap_or("datafusion") {
-        "datafusion" => portrait_batch::Dialect::DataFusion,
-        "duckdb" => portrait_batch::Dialect::DuckDb,
-        "clickhouse" => portrait_batch::Dialect::ClickHouse,
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "dialect {other:?}: datafusion, duckdb or clickhouse"
-            )))
-        }
-    };
+    let name_of = q.dialect.as_deref().unwrap_or("datafusion");
+    let dialect = portrait_batch::Dialect::parse(name_of).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "dialect {name_of:?}: {}",
+            portrait_batch::Dialect::NAMES
+        ))
+    })?;
     let (plan, _) = app.tagging.plan(Some(&[name]))?;
     let as_of = app.tagging.as_of().unwrap_or_else(portrait_core::time::now);
     let sql = portrait_batch::to_sql(&plan, as_of, dialect)
@@ -260,15 +260,10 @@ pub async fn compute(
         })?),
         None => None,
     };
-    let engine = match req.engine.as_deref().unwrap_or("kernel") {
-        "kernel" => BatchEngine::Kernel,
-        "datafusion" => BatchEngine::DataFusion,
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "engine {other:?}: kernel or datafusion"
-            )))
-        }
-    };
+    let engine_name = req.engine.as_deref().unwrap_or("kernel");
+    let engine = BatchEngine::parse(engine_name).ok_or_else(|| {
+        ApiError::BadRequest(format!("engine {engine_name:?}: kernel or datafusion"))
+    })?;
     let t = tagging(&app);
     let opts = ComputeOptions {
         as_of,
@@ -278,8 +273,7 @@ pub async fn compute(
     };
     let report = blocking(move || {
         let report = t.compute(&opts, &mut |_| {})?;
-        portrait_history::History::for_data_dir(t.engine().dir())
-            .and_then(|h| h.record(&t.snapshot(), portrait_history::day_of(report.as_of)))
+        portrait_history::record_computation(&t, report.as_of)
             .map_err(|e| ApiError::Internal(format!("tag history: {e}")))?;
         Ok(report)
     })
@@ -434,12 +428,9 @@ pub async fn export(
     Path(name): Path<String>,
     Query(q): Query<ExportQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let format = q.format.clone().unwrap_or_else(|| "csv".into());
-    if !["csv", "jsonl"].contains(&format.as_str()) {
-        return Err(ApiError::BadRequest(format!(
-            "format {format:?}: csv or jsonl"
-        )));
-    }
+    let format_name = q.format.as_deref().unwrap_or("csv");
+    let format = ExportFormat::parse(format_name)
+        .ok_or_else(|| ApiError::BadRequest(format!("format {format_name:?}: csv or jsonl")))?;
     let t = tagging(&app);
     let req = ExportRequest {
         identifier: q.identifier.clone(),
@@ -453,26 +444,8 @@ pub async fn export(
         Ok(t.export(&members, &req)?)
     })
     .await?;
-    let mut text = String::new();
-    if format == "csv" {
-        text.push_str(&format!("profile_id,{}\n", q.identifier));
-    }
-    for r in &export.rows {
-        if format == "csv" {
-            text.push_str(&format!("{},{}\n", r.profile_id, r.identifier));
-        } else {
-            text.push_str(
-                &json!({"profile_id": r.profile_id, q.identifier.as_str(): r.identifier})
-                    .to_string(),
-            );
-            text.push('\n');
-        }
-    }
-    let ctype = if format == "csv" {
-        "text/csv; charset=utf-8"
-    } else {
-        "application/x-ndjson"
-    };
+    let text = export.render(&q.identifier, format);
+    let ctype = format.content_type();
     Ok((
         [
             (header::CONTENT_TYPE, ctype.to_string()),

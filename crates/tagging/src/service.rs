@@ -39,6 +39,17 @@ pub enum BatchEngine {
     DataFusion,
 }
 
+impl BatchEngine {
+    /// A back end by name: `kernel` or `datafusion`.
+    pub fn parse(name: &str) -> Option<BatchEngine> {
+        match name {
+            "kernel" => Some(BatchEngine::Kernel),
+            "datafusion" => Some(BatchEngine::DataFusion),
+            _ => None,
+        }
+    }
+}
+
 /// What to compute.
 #[derive(Debug, Clone, Default)]
 pub struct ComputeOptions {
@@ -1055,6 +1066,57 @@ pub struct Export {
     pub skipped_no_consent: u64,
     /// The channel checked, if any.
     pub channel: Option<String>,
+}
+
+/// The file format of an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// `profile_id,<identifier>` with a header line.
+    Csv,
+    /// One JSON object per line: `{"profile_id": …, "<identifier>": …}`.
+    JsonLines,
+}
+
+impl ExportFormat {
+    /// `csv` or `jsonl`.
+    pub fn parse(name: &str) -> Option<ExportFormat> {
+        match name {
+            "csv" => Some(ExportFormat::Csv),
+            "jsonl" => Some(ExportFormat::JsonLines),
+            _ => None,
+        }
+    }
+
+    /// The HTTP content type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ExportFormat::Csv => "text/csv; charset=utf-8",
+            ExportFormat::JsonLines => "application/x-ndjson",
+        }
+    }
+}
+
+impl Export {
+    /// The exported rows as file text, the identifier type naming the value column.
+    pub fn render(&self, identifier: &str, format: ExportFormat) -> String {
+        let mut text = String::new();
+        if format == ExportFormat::Csv {
+            text.push_str(&format!("profile_id,{identifier}\n"));
+        }
+        for r in &self.rows {
+            match format {
+                ExportFormat::Csv => text.push_str(&format!("{},{}\n", r.profile_id, r.identifier)),
+                ExportFormat::JsonLines => {
+                    let mut row = serde_json::Map::new();
+                    row.insert("profile_id".into(), r.profile_id.into());
+                    row.insert(identifier.into(), r.identifier.clone().into());
+                    text.push_str(&serde_json::Value::Object(row).to_string());
+                    text.push('\n');
+                }
+            }
+        }
+        text
+    }
 }
 
 /// The consent channel implied by an identifier type.
