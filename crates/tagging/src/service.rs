@@ -868,7 +868,12 @@ pub fn evaluate_lake(
     }
     .map_err(|e| TaggingError::Compute(e.to_string()))?;
     let reads_traits = plan.tags.iter().any(|t| !t.reads.traits.is_empty());
-    let lake_profiles = read_profiles(lake, reads_traits)?;
+    // profiles.parquet is only needed for traits: the live ids come from the scan.
+    let lake_profiles = if reads_traits {
+        read_profiles(lake, true)?
+    } else {
+        crate::profiles::LakeProfiles::default()
+    };
     let live: Vec<u32> = agg.live.clone();
     let traits_of: HashMap<u32, usize> = if reads_traits {
         lake_profiles
