@@ -5,11 +5,34 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use portrait_history::{dates, parse_date_or_instant, Day, Every, History, RoaringBitmap, NONE};
 use portrait_tagging::service::Tagging;
 
 /// `portrait history …`.
+/// What the range queries (`transitions`, `change`, `population`) share.
+#[derive(Args)]
+pub struct RangeArgs {
+    /// Data directory.
+    #[arg(long)]
+    data: PathBuf,
+    /// Tag name.
+    #[arg(long)]
+    tag: String,
+    /// First date (YYYY-MM-DD or an RFC 3339 instant).
+    #[arg(long)]
+    from: String,
+    /// Last date.
+    #[arg(long)]
+    to: String,
+    /// Only the members of this saved audience (as of now).
+    #[arg(long)]
+    audience: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 pub enum HistoryCommand {
     /// Compute past dates' tag values from the event lake (as of the end of each date) and
@@ -45,69 +68,21 @@ pub enum HistoryCommand {
     },
     /// The from × to matrix of a stage, bucket or bool tag between two dates (Sankey data).
     Transitions {
-        /// Data directory.
-        #[arg(long)]
-        data: PathBuf,
-        /// Tag name.
-        #[arg(long)]
-        tag: String,
-        /// First date.
-        #[arg(long)]
-        from: String,
-        /// Second date.
-        #[arg(long)]
-        to: String,
-        /// Only the members of this saved audience (as of now).
-        #[arg(long)]
-        audience: Option<String>,
-        /// Print a JSON array of {"from", "to", "count"}.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        q: RangeArgs,
     },
     /// Entered / exited / stayed for one value of a tag between two dates.
     Change {
-        /// Data directory.
-        #[arg(long)]
-        data: PathBuf,
-        /// Tag name.
-        #[arg(long)]
-        tag: String,
         /// The value (default: has any value; bool tags: true).
         #[arg(long)]
         value: Option<String>,
-        /// First date.
-        #[arg(long)]
-        from: String,
-        /// Second date.
-        #[arg(long)]
-        to: String,
-        /// Only the members of this saved audience (as of now).
-        #[arg(long)]
-        audience: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        q: RangeArgs,
     },
     /// Profiles per value of a tag at every snapshot date in a range.
     Population {
-        /// Data directory.
-        #[arg(long)]
-        data: PathBuf,
-        /// Tag name.
-        #[arg(long)]
-        tag: String,
-        /// First date.
-        #[arg(long)]
-        from: String,
-        /// Last date.
-        #[arg(long)]
-        to: String,
-        /// Only the members of this saved audience (as of now).
-        #[arg(long)]
-        audience: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        q: RangeArgs,
     },
     /// The most common value sequences of a tag over snapshot dates (e.g. active → dormant →
     /// active).
@@ -275,14 +250,15 @@ pub fn run(cmd: HistoryCommand) -> Result<()> {
             );
             Ok(())
         }
-        HistoryCommand::Transitions {
-            data,
-            tag,
-            from,
-            to,
-            audience: aud,
-            json,
-        } => {
+        HistoryCommand::Transitions { q } => {
+            let RangeArgs {
+                data,
+                tag,
+                from,
+                to,
+                audience: aud,
+                json,
+            } = q;
             let within = audience(&data, aud.as_deref())?;
             let cells = history(&data)?
                 .transitions(&tag, day(&from)?, day(&to)?, within.as_ref())
@@ -296,15 +272,15 @@ pub fn run(cmd: HistoryCommand) -> Result<()> {
             }
             Ok(())
         }
-        HistoryCommand::Change {
-            data,
-            tag,
-            value,
-            from,
-            to,
-            audience: aud,
-            json,
-        } => {
+        HistoryCommand::Change { value, q } => {
+            let RangeArgs {
+                data,
+                tag,
+                from,
+                to,
+                audience: aud,
+                json,
+            } = q;
             let within = audience(&data, aud.as_deref())?;
             let c = history(&data)?
                 .change(
@@ -324,14 +300,15 @@ pub fn run(cmd: HistoryCommand) -> Result<()> {
             );
             Ok(())
         }
-        HistoryCommand::Population {
-            data,
-            tag,
-            from,
-            to,
-            audience: aud,
-            json,
-        } => {
+        HistoryCommand::Population { q } => {
+            let RangeArgs {
+                data,
+                tag,
+                from,
+                to,
+                audience: aud,
+                json,
+            } = q;
             let within = audience(&data, aud.as_deref())?;
             let points = history(&data)?
                 .population(&tag, day(&from)?, day(&to)?, within.as_ref())
