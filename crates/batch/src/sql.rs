@@ -208,13 +208,10 @@ impl Gen<'_> {
                 if ta != tb && ta != Type::Null && tb != Type::Null {
                     return Ok("FALSE".into());
                 }
+                // SQL spells "not equal" `<>`; the rest as the DSL does.
                 let o = match op {
-                    CmpOp::Eq => "=",
                     CmpOp::Ne => "<>",
-                    CmpOp::Lt => "<",
-                    CmpOp::Le => "<=",
-                    CmpOp::Gt => ">",
-                    CmpOp::Ge => ">=",
+                    other => other.symbol(),
                 };
                 format!("COALESCE({} {o} {}, FALSE)", self.val(a)?, self.val(b)?)
             }

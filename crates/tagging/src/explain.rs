@@ -228,12 +228,7 @@ fn collect(
                 eval_scalar(b, row, as_of, tz),
             );
             let holds = eval_scalar(e, row, as_of, tz).truthy();
-            let o = e.to_string();
-            let op_text = o
-                .split_whitespace()
-                .find(|w| ["=", "!=", "<", "<=", ">", ">="].contains(w))
-                .unwrap_or("?");
-            let _ = op;
+            let op_text = op.symbol();
             conds.push(Fact {
                 expr: format!(
                     "{} = {} {op_text} {}",

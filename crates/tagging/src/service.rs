@@ -213,7 +213,7 @@ impl Tagging {
     /// Opens the tag service of `engine`'s data directory.
     pub fn open(engine: Arc<Engine>) -> Result<Tagging, TaggingError> {
         let data = engine.dir().to_path_buf();
-        let dir = data.join("tags");
+        let dir = tags_dir(&data);
         std::fs::create_dir_all(&dir).map_err(|e| TaggingError::io(&dir, e))?;
         let catalog = Catalog::open(&dir.join("catalog.json"))?;
         let store_dir = dir.join("store");

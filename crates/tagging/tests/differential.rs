@@ -76,7 +76,6 @@ thresholds: [3, 10, 20]
 reverse: true
 "#;
 
-const DAY: i64 = 86_400_000;
 /// 2024-06-30T16:00:00Z.
 const AS_OF: i64 = 1_719_763_200_000;
 
@@ -204,6 +203,5 @@ proptest! {
                 prop_assert!(same, "profile {} tag {}: batch {:?}, reference {:?}", p.id, t.name, got, want);
             }
         }
-        let _ = DAY;
     }
 }

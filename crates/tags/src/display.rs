@@ -6,8 +6,8 @@ use std::fmt;
 
 use crate::compile::func_name;
 use crate::ir::{
-    AggFunc, Aggregate, ArithOp, BucketScheme, CmpOp, EventField, Expr, Plan, ProfileField,
-    TagBody, Window,
+    AggFunc, Aggregate, ArithOp, BucketScheme, EventField, Expr, Plan, ProfileField, TagBody,
+    Window,
 };
 use crate::value::{format_number, Type};
 
@@ -79,15 +79,7 @@ impl fmt::Display for Expr {
             Expr::And(xs) => join(f, xs, " and ", 3),
             Expr::Or(xs) => join(f, xs, " or ", 2),
             Expr::Cmp(op, a, b) => {
-                let o = match op {
-                    CmpOp::Eq => "=",
-                    CmpOp::Ne => "!=",
-                    CmpOp::Lt => "<",
-                    CmpOp::Le => "<=",
-                    CmpOp::Gt => ">",
-                    CmpOp::Ge => ">=",
-                };
-                write!(f, "{} {o} {}", P(a, 5), P(b, 5))
+                write!(f, "{} {} {}", P(a, 5), op.symbol(), P(b, 5))
             }
             Expr::Arith(op, a, b) => {
                 let (o, p) = match op {
