@@ -146,6 +146,21 @@ fn start_server(
 /// Compacts new events into the lake every `every` seconds until `stop` is set.
 /// The background thread of `serve`: compacts the log into the lake every `every` seconds and,
 /// every minute, computes the tags due by their refresh policy.
+/// The daily retention run of `serve` (nothing without a policy).
+fn apply_retention(tagging: &portrait_tagging::service::Tagging) {
+    let engine = tagging.engine();
+    match portrait_store::retention::Policy::load(engine.dir()) {
+        Ok(p) if p.rules.is_empty() => {}
+        Ok(_) => match tagging.with_lake_lock(|| {
+            portrait_server::retention::apply(engine, portrait_core::time::now())
+        }) {
+            Ok(run) => tracing::info!(expired = run.expired, "scheduled retention run"),
+            Err(e) => tracing::error!(error = %e, "scheduled retention run failed"),
+        },
+        Err(e) => tracing::error!(error = %e, "retention policy unreadable"),
+    }
+}
+
 fn spawn_compactor(
     tagging: Arc<portrait_tagging::service::Tagging>,
     every: u64,
@@ -178,6 +193,10 @@ fn spawn_compactor(
                         Ok(None) => {}
                         Err(e) => tracing::error!(error = %e, "scheduled tag refresh failed"),
                     }
+                }
+                // Retention periods: ten minutes after the start, then once a day.
+                if ticks % 86_400 == 600 {
+                    apply_retention(&tagging);
                 }
                 if every == 0 || waited < every {
                     continue;
@@ -531,7 +550,7 @@ pub fn erase(
     targets.sort_unstable();
     targets.dedup();
     for profile in targets {
-        let r = portrait_server::erasure::erase(&engine, Some(&tagging), profile)?;
+        let r = portrait_server::erasure::erase(&engine, Some(&tagging), None, profile)?;
         println!(
             "erased profile {} ({}): {} events, {} identifiers suppressed, {} lake rows, {} reject lines",
             r.profile, r.id, r.events, r.identifiers, r.lake_rows, r.reject_lines

@@ -25,8 +25,24 @@ impl Client {
 
     /// POSTs a JSON body with an `Authorization` header; returns status and body.
     pub fn post(&mut self, path: &str, authorization: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+        self.send("POST", path, authorization, body)
+    }
+
+    /// GETs `path` with an `Authorization` header; returns status and body.
+    #[allow(dead_code)] // used by portrait-loadgen only
+    pub fn get(&mut self, path: &str, authorization: &str) -> Result<(u16, Vec<u8>)> {
+        self.send("GET", path, authorization, b"")
+    }
+
+    fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        authorization: &str,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>)> {
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {authorization}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {authorization}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             self.host,
             body.len()
         );

@@ -5,6 +5,7 @@ mod demo;
 mod history;
 mod http;
 mod keys;
+mod retention;
 mod tags;
 
 use std::net::SocketAddr;
@@ -85,6 +86,11 @@ enum Command {
     Audience {
         #[command(subcommand)]
         command: tags::AudienceCommand,
+    },
+    /// Retention periods per event, source or type: set, show, apply (expire old events).
+    Retention {
+        #[command(subcommand)]
+        command: retention::RetentionCommand,
     },
     /// Erase people from every store (log, profile, identity links, lake, reject files).
     Erase {
@@ -337,6 +343,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             commands::serve(&data, listen, limits, compact_every, key_file.as_deref())
         }
+        Command::Retention { command } => retention::run(command),
         Command::Erase {
             data,
             id,

@@ -311,6 +311,9 @@ pub fn tags(cmd: TagsCommand) -> Result<()> {
                 );
             }
             println!("  used by: tags {used_tags:?}, audiences {used_aud:?}");
+            for w in t.retention_flags(&name).map_err(|e| anyhow!("{e}"))? {
+                println!("  warning: {w} (retention.yaml)");
+            }
             if let Some(r) = &entry.last_run {
                 println!(
                     "  last computed {} (as of {}, {} ms, population {}, version {})",

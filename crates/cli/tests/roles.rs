@@ -183,6 +183,8 @@ fn every_documented_route_answers_401_and_403_exactly_as_its_role_says() {
         "GET /api/v1/audiences/{name}/export",
         "GET /api/v1/history/{tag}/transitions",
         "POST /api/v1/profiles/{id}/consent",
+        "PUT /api/v1/retention",
+        "POST /api/v1/retention/apply",
     ] {
         assert!(
             walked.contains(must),

@@ -229,6 +229,31 @@ pub fn newer(new: &ConsentRecord, old: &ConsentRecord) -> bool {
     new.at >= old.at
 }
 
+/// Makes consent readable by tag rules and audiences as `traits.consent.<channel>.<purpose>`
+/// (`"granted"`/`"denied"`; absent = unknown): the profile's consent decisions, from every
+/// source (events, the consent trait, the API), replace whatever `consent` trait was sent.
+pub fn overlay<'a>(
+    traits: &mut serde_json::Map<String, serde_json::Value>,
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+) {
+    let mut tree = serde_json::Map::new();
+    for (key, state) in pairs {
+        let Some((channel, purpose)) = key.split_once('/') else {
+            continue;
+        };
+        let entry = tree
+            .entry(channel.to_string())
+            .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+        if let serde_json::Value::Object(m) = entry {
+            m.insert(
+                purpose.to_string(),
+                serde_json::Value::String(state.to_string()),
+            );
+        }
+    }
+    traits.insert("consent".into(), serde_json::Value::Object(tree));
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

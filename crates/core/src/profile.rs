@@ -81,6 +81,30 @@ pub struct Profile {
     pub consent: BTreeMap<String, crate::consent::ConsentRecord>,
 }
 
+impl Profile {
+    /// The traits as tag rules and audiences read them: each trait's JSON value, and the
+    /// consent decisions as `consent.<channel>.<purpose>` ([`crate::consent::overlay`]).
+    pub fn tag_traits(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut traits: serde_json::Map<String, serde_json::Value> = self
+            .traits
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    serde_json::from_str(&v.value).unwrap_or(serde_json::Value::Null),
+                )
+            })
+            .collect();
+        crate::consent::overlay(
+            &mut traits,
+            self.consent
+                .iter()
+                .map(|(k, r)| (k.as_str(), r.state.as_str())),
+        );
+        traits
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Slot {
     Live(Box<Profile>),
@@ -148,6 +172,11 @@ pub struct ProfileBook {
     scratch: Scratch,
     #[serde(skip)]
     window: Window,
+    /// Events whose content a retention period removed, per live profile (log positions,
+    /// sorted). They no longer count as the profile's events (timelines, `events`), but their
+    /// identifiers still link the profile: unmerges replay them, erasure destroys them.
+    #[serde(default)]
+    expired: BTreeMap<ProfileId, Vec<EventRef>>,
 }
 
 /// How many messages [`ProfileBook::apply_batch`] probes ahead: the index lines of their
@@ -249,6 +278,7 @@ impl ProfileBook {
             secret: default_secret(),
             scratch: Scratch::default(),
             window: Window::default(),
+            expired: BTreeMap::new(),
         }
     }
 
@@ -313,10 +343,13 @@ impl ProfileBook {
                 *slot = Slot::Erased;
             }
         }
+        let mut events: Vec<EventRef> = gone.events.iter().map(|(_, r)| *r).collect();
+        // Expired events still carry the person's identifiers: they are destroyed too.
+        events.extend(self.expired.remove(&id).unwrap_or_default());
         Ok(Erased {
             profile: id,
             identifiers: gone.identifiers,
-            events: gone.events.iter().map(|(_, r)| *r).collect(),
+            events,
             suppressed,
         })
     }
@@ -504,9 +537,63 @@ impl ProfileBook {
         let mut keys = std::mem::take(&mut self.window.keys);
         keys.clear();
         keys.extend(msg.identifiers.iter().map(|id| keyed(&self.secret, id)));
-        let out = self.apply_keyed(msg, at, &keys, &[]);
+        let out = self.apply_keyed(msg, at, &keys, &[], true);
         self.window.keys = keys;
         out
+    }
+
+    /// Applies a message whose content a retention period removed (identifiers, source and
+    /// times kept): it resolves and links exactly as [`ProfileBook::apply`] does, but is kept
+    /// among the profile's expired events instead of its events.
+    pub fn apply_expired(&mut self, msg: &Message, at: EventRef) -> ApplyOutcome {
+        let mut keys = std::mem::take(&mut self.window.keys);
+        keys.clear();
+        keys.extend(msg.identifiers.iter().map(|id| keyed(&self.secret, id)));
+        let out = self.apply_keyed(msg, at, &keys, &[], false);
+        self.window.keys = keys;
+        let list = self.expired.entry(out.profile).or_default();
+        let pos = list.partition_point(|r| *r < at);
+        if list.get(pos) != Some(&at) {
+            list.insert(pos, at);
+        }
+        out
+    }
+
+    /// Marks events of a live profile as expired (their content was removed by a retention
+    /// period): `events` are `(event time, log position)` pairs as listed in
+    /// [`Profile::events`]. They leave the profile's events and join its expired events; pairs
+    /// the profile does not list are ignored. Returns the log positions moved.
+    pub fn expire(&mut self, profile: ProfileId, events: &[(Millis, EventRef)]) -> Vec<EventRef> {
+        let Some(id) = self.resolve(profile) else {
+            return Vec::new();
+        };
+        let mut wanted = events.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let p = self.live_mut(id);
+        let mut moved = Vec::with_capacity(wanted.len());
+        p.events.retain(|e| {
+            let hit = wanted.binary_search(e).is_ok();
+            if hit {
+                moved.push(e.1);
+            }
+            !hit
+        });
+        if !moved.is_empty() {
+            let list = self.expired.entry(id).or_default();
+            list.extend(moved.iter().copied());
+            list.sort_unstable();
+            list.dedup();
+        }
+        moved
+    }
+
+    /// Log positions of a live profile's expired events, sorted (see
+    /// [`ProfileBook::apply_expired`]).
+    pub fn expired_events(&self, profile: ProfileId) -> &[EventRef] {
+        self.resolve(profile)
+            .and_then(|id| self.expired.get(&id))
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Applies messages in order, exactly as calling [`ProfileBook::apply`] on each in turn
@@ -562,7 +649,7 @@ impl ProfileBook {
             self.window.written.resize(WRITTEN_BITS / 64, 0);
             for (j, (msg, at)) in chunk.iter().enumerate() {
                 let span = starts[j]..starts[j + 1];
-                out.push(self.apply_keyed(msg, *at, &keys[span.clone()], &hints[span]));
+                out.push(self.apply_keyed(msg, *at, &keys[span.clone()], &hints[span], true));
             }
         }
         // Outside a batch nothing is tracked.
@@ -575,13 +662,15 @@ impl ProfileBook {
 
     /// `apply` with the keys of `msg.identifiers` computed (`keys[i]` is the key of the `i`th
     /// identifier) and, optionally, index lookups made earlier (`hints[i]`, or an empty slice),
-    /// which are used only for keys not written to the index since.
+    /// which are used only for keys not written to the index since. `listed`: the message is
+    /// one of the profile's events (false for an expired message).
     fn apply_keyed(
         &mut self,
         msg: &Message,
         at: EventRef,
         keys: &[u128],
         hints: &[Option<ProfileId>],
+        listed: bool,
     ) -> ApplyOutcome {
         debug_assert_eq!(keys.len(), msg.identifiers.len());
         if !self.suppressed.is_empty() && crate::consent::grants(msg) {
@@ -683,7 +772,7 @@ impl ProfileBook {
         }
         out.profile = target;
         let priority = std::mem::take(&mut self.priority);
-        fold(self.live_mut(target), msg, at, &priority);
+        fold(self.live_mut(target), msg, at, &priority, listed);
         self.priority = priority;
         out
     }
@@ -718,6 +807,12 @@ impl ProfileBook {
         let mine = std::mem::take(&mut into.events);
         into.events = merge_sorted(mine, gone.events);
         into.merged_from.push(other);
+        if let Some(gone_expired) = self.expired.remove(&other) {
+            let list = self.expired.entry(target).or_default();
+            list.extend(gone_expired);
+            list.sort_unstable();
+        }
+        let into = self.live_mut(target);
         into.merged_from.extend(gone.merged_from);
         into.history.extend(gone.history);
         into.history.sort_by_key(|r| r.at);
@@ -766,6 +861,8 @@ impl ProfileBook {
         }
         self.reuse = vec![id];
         let mut refs: Vec<EventRef> = gone.events.iter().map(|(_, r)| *r).collect();
+        // Expired events are replayed too (as expired): their identifiers still link.
+        refs.extend(self.expired.remove(&id).unwrap_or_default());
         refs.sort_unstable();
         Ok(refs)
     }
@@ -809,8 +906,15 @@ fn outranks(new: &TraitValue, old: &TraitValue, priority: &HashMap<SourceId, i32
     (p(new.source), new.updated_at) >= (p(old.source), old.updated_at)
 }
 
-fn fold(p: &mut Profile, msg: &Message, at: EventRef, priority: &HashMap<SourceId, i32>) {
-    let first = p.events.is_empty();
+fn fold(
+    p: &mut Profile,
+    msg: &Message,
+    at: EventRef,
+    priority: &HashMap<SourceId, i32>,
+    listed: bool,
+) {
+    // Every folded message (listed or expired) is counted per source.
+    let first = p.sources.is_empty();
     let traits = if msg.traits.len() > 2 {
         msg.traits_map()
     } else {
@@ -855,6 +959,9 @@ fn fold(p: &mut Profile, msg: &Message, at: EventRef, priority: &HashMap<SourceI
         {
             p.consent.insert(k, record);
         }
+    }
+    if !listed {
+        return;
     }
     let entry = (msg.timestamp, at);
     match p.events.last() {

@@ -144,6 +144,7 @@ fn profile_value(app: &App, id: ProfileId, caller: &Caller) -> Result<Value, Api
         .ok_or_else(|| ApiError::NotFound(format!("no profile {id}")))?;
     let mut view = profile_json(p, &app.engine.sources());
     view["tags"] = crate::tagging::profile_tags(app, p.id);
+    view["audiences"] = crate::tagging::profile_audiences(app, p.id);
     if !caller.sees_clear_pii() {
         views::mask_profile(&mut view);
     }
@@ -273,9 +274,20 @@ pub async fn unmerge(
     let req: Unmerge = parse_body(&body)?;
     let ident = identifier(&app, &req.kind, &req.value)?;
     let engine = app.clone();
-    let parts = tokio::task::spawn_blocking(move || engine.engine.unmerge(id, ident))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let parts = tokio::task::spawn_blocking(move || {
+        let parts = engine.engine.unmerge(id, ident)?;
+        // The parts' real-time tags are rebuilt from their events.
+        if let Some(live) = &engine.realtime {
+            let mut ids = parts.clone();
+            ids.push(id);
+            if let Err(e) = live.service.rebuild(ids) {
+                tracing::error!(error = %e, "real-time rebuild after unmerge failed");
+            }
+        }
+        Ok::<_, portrait_store::StoreError>(parts)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
     let profiles: Vec<Value> = parts
         .iter()
         .filter_map(|p| profile_value(&app, *p, &caller).ok())

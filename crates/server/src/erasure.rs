@@ -126,6 +126,7 @@ fn scrub_rejects(dir: &Path, ids: &[Identifier]) -> std::io::Result<u64> {
 pub fn erase(
     engine: &Engine,
     tagging: Option<&portrait_tagging::service::Tagging>,
+    realtime: Option<&portrait_realtime::service::Service>,
     profile: ProfileId,
 ) -> Result<ErasureRecord, ErasureError> {
     let requested_at = portrait_core::time::now();
@@ -152,6 +153,20 @@ pub fn erase(
             t.erase(report.profile)
                 .map_err(|e| ErasureError::Derived(format!("tag store: {e}")))?;
         }
+        // Real-time state and the change stream: through the running engine, or on disk.
+        match realtime {
+            Some(rt) => rt
+                .forget(vec![report.profile])
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => portrait_realtime::service::erase_offline(
+                &engine.dir().join("realtime"),
+                &[report.profile],
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        }
+        .map_err(|e| ErasureError::Derived(format!("real-time state: {e}")))?;
         let mut ids = portrait_tagstore::RoaringBitmap::new();
         ids.insert(report.profile);
         portrait_history::History::for_data_dir(engine.dir())
@@ -207,10 +222,13 @@ pub mod http {
     }
 
     async fn run(app: Arc<App>, profile: ProfileId) -> Result<super::ErasureRecord, ApiError> {
-        tokio::task::spawn_blocking(move || super::erase(&app.engine, Some(&app.tagging), profile))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(failed)
+        tokio::task::spawn_blocking(move || {
+            let rt = app.realtime.as_ref().map(|l| l.service.as_ref());
+            super::erase(&app.engine, Some(&app.tagging), rt, profile)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(failed)
     }
 
     /// `DELETE /api/v1/profiles/{id}`: erases the person (synchronously, every store).

@@ -116,6 +116,27 @@ impl From<portrait_store::StoreError> for ApiError {
     }
 }
 
+impl From<portrait_store::retention::PolicyError> for ApiError {
+    fn from(e: portrait_store::retention::PolicyError) -> Self {
+        use portrait_store::retention::PolicyError as E;
+        match e {
+            E::Parse(_) | E::Invalid { .. } => Self::BadRequest(e.to_string()),
+            E::Io { .. } => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::retention::RetentionError> for ApiError {
+    fn from(e: crate::retention::RetentionError) -> Self {
+        use crate::retention::RetentionError as E;
+        match e {
+            E::Policy(p) => p.into(),
+            E::Store(s) => s.into(),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<crate::access::AccessError> for ApiError {
     fn from(e: crate::access::AccessError) -> Self {
         use crate::access::AccessError as E;

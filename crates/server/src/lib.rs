@@ -12,6 +12,8 @@ pub mod history;
 pub mod imports;
 pub mod ingest;
 pub mod openapi;
+pub mod realtime;
+pub mod retention;
 pub mod routes;
 pub mod tagging;
 
@@ -41,6 +43,8 @@ pub struct App {
     pub openapi: String,
     /// The tag service (catalog, tag store, audiences).
     pub tagging: Arc<portrait_tagging::service::Tagging>,
+    /// The real-time engine and webhooks (`None` only when it failed to start; see the log).
+    pub realtime: Option<realtime::Live>,
 }
 
 impl App {
@@ -58,6 +62,13 @@ impl App {
             path: dir.join("audit.jsonl"),
             source,
         })?;
+        let live = match realtime::start(&engine, &tagging) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!(error = %e, "the real-time engine did not start");
+                None
+            }
+        };
         Ok(Self {
             engine,
             limits,
@@ -65,6 +76,7 @@ impl App {
             audit,
             openapi: openapi::document_json(),
             tagging,
+            realtime: live,
         })
     }
 }

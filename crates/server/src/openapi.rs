@@ -39,6 +39,7 @@ fn http_method(m: Method) -> HttpMethod {
         Method::Get => HttpMethod::Get,
         Method::Post => HttpMethod::Post,
         Method::Patch => HttpMethod::Patch,
+        Method::Put => HttpMethod::Put,
         Method::Delete => HttpMethod::Delete,
     }
 }

@@ -20,7 +20,7 @@ use axum::Router;
 use crate::access::{Caller, Role};
 use crate::audit::{AuditEntry, PiiRead};
 use crate::error::ApiError;
-use crate::{admin, history, tagging, App};
+use crate::{admin, history, realtime, tagging, App};
 
 /// An HTTP method of the admin API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub enum Method {
     Post,
     /// PATCH.
     Patch,
+    /// PUT.
+    Put,
     /// DELETE.
     Delete,
 }
@@ -42,6 +44,7 @@ impl Method {
             Method::Get => "GET",
             Method::Post => "POST",
             Method::Patch => "PATCH",
+            Method::Put => "PUT",
             Method::Delete => "DELETE",
         }
     }
@@ -51,6 +54,7 @@ impl Method {
             Method::Get => MethodFilter::GET,
             Method::Post => MethodFilter::POST,
             Method::Patch => MethodFilter::PATCH,
+            Method::Put => MethodFilter::PUT,
             Method::Delete => MethodFilter::DELETE,
         }
     }
@@ -348,6 +352,42 @@ pub static ROUTES: &[Route] = &[
     },
     Route {
         method: Method::Get,
+        path: "/api/v1/retention",
+        role: Role::Admin,
+        data: Data::Config,
+        summary: "The retention policy (periods per event, source or type), the published tags that read further back than it keeps, and the last run",
+        hidden_params: &[],
+        query: &[],
+        body: None,
+        ok: 200,
+        handler: |m| on(m, crate::retention::http::get),
+    },
+    Route {
+        method: Method::Put,
+        path: "/api/v1/retention",
+        role: Role::Admin,
+        data: Data::Config,
+        summary: "Replace the retention policy `{rules: [{event?, source?, type?, days}]}` (JSON or YAML); an invalid rule is a 400",
+        hidden_params: &[],
+        query: &[],
+        body: JSON,
+        ok: 200,
+        handler: |m| on(m, crate::retention::http::put),
+    },
+    Route {
+        method: Method::Post,
+        path: "/api/v1/retention/apply",
+        role: Role::Admin,
+        data: Data::Writes,
+        summary: "Expire the events past their retention period `{as_of?}`: content removed from the log and the lake, identity kept; counts per rule",
+        hidden_params: &[],
+        query: &[],
+        body: JSON,
+        ok: 200,
+        handler: |m| on(m, crate::retention::http::apply),
+    },
+    Route {
+        method: Method::Get,
         path: "/api/v1/tags",
         role: Role::Analyst,
         data: Data::Config,
@@ -545,6 +585,22 @@ pub static ROUTES: &[Route] = &[
         summary: "Most common value sequences over snapshot dates", hidden_params: &[],
         query: &[("from", "date"), ("to", "date"), ("every", "1d, 1w, 1mo (default: every snapshot date)"), ("collapse", "merge repeats (default true)"), ("limit", "default 20"), ("audience", "a saved audience")],
         body: None, ok: 200, handler: |m| on(m, history::paths) },
+    Route { method: Method::Get, path: "/api/v1/changes", role: Role::Operator, data: Data::Members,
+        summary: "The change stream of tag values and audience memberships after a cursor (long poll with `wait`; server-sent events with `Accept: text/event-stream`)", hidden_params: &[],
+        query: &[("since", "cursor; 0 = the oldest retained change"), ("limit", "default 1000, at most 10000"), ("wait", "ms to wait for a change when there is none (at most 60000)")],
+        body: None, ok: 200, handler: |m| on(m, realtime::changes) },
+    Route { method: Method::Get, path: "/api/v1/realtime", role: Role::Analyst, data: Data::Aggregates,
+        summary: "The real-time engine: tags and audiences maintained, counters, stream cursors", hidden_params: &[], query: &[],
+        body: None, ok: 200, handler: |m| on(m, realtime::status) },
+    Route { method: Method::Get, path: "/api/v1/webhooks", role: Role::Admin, data: Data::Config,
+        summary: "Webhooks receiving the change stream, with their cursors and failures", hidden_params: &[], query: &[],
+        body: None, ok: 200, handler: |m| on(m, realtime::list_webhooks) },
+    Route { method: Method::Post, path: "/api/v1/webhooks", role: Role::Admin, data: Data::Config,
+        summary: "Add a webhook `{url, secret?, kinds?, names?, since?}`", hidden_params: &[], query: &[],
+        body: JSON, ok: 201, handler: |m| on(m, realtime::add_webhook) },
+    Route { method: Method::Delete, path: "/api/v1/webhooks/{id}", role: Role::Admin, data: Data::Config,
+        summary: "Remove a webhook", hidden_params: &[], query: &[],
+        body: None, ok: 200, handler: |m| on(m, realtime::remove_webhook) },
     Route { method: Method::Get, path: "/api/v1/profiles/{id}/history", role: Role::Operator, data: Data::Members,
         summary: "A profile's tag changes over time (cause: initial/refresh)", hidden_params: &[],
         query: &[("tags", "comma-separated"), ("from", "date"), ("to", "date")],

@@ -46,13 +46,32 @@ pub fn stored_json(v: &StoredValue) -> Value {
 
 /// The `tags` object of a profile: `{name: value}`.
 pub fn profile_tags(app: &App, id: u32) -> Value {
-    let map: serde_json::Map<String, Value> = app
+    let mut map: serde_json::Map<String, Value> = app
         .tagging
         .profile_tags(id)
         .iter()
         .map(|(n, v)| (n.clone(), stored_json(v)))
         .collect();
+    // Realtime tags: the value as of the last event or timer, not of the last batch.
+    if let Some(live) = &app.realtime {
+        for (n, v) in live.service.values_json(id) {
+            if v.is_null() {
+                map.remove(&n);
+            } else {
+                map.insert(n, v);
+            }
+        }
+    }
     Value::Object(map)
+}
+
+/// The saved audiences a profile is in right now, by the real-time engine (audiences over
+/// realtime tags and traits).
+pub fn profile_audiences(app: &App, id: u32) -> Value {
+    match &app.realtime {
+        Some(live) => json!(live.service.engine().memberships(id)),
+        None => json!([]),
+    }
 }
 
 /// Query of `POST /api/v1/tags`.
@@ -61,6 +80,17 @@ pub struct ApplyQuery {
     /// Publish the new versions at once.
     #[serde(default)]
     pub publish: bool,
+}
+
+/// Brings the real-time engine's definitions in step with the catalog (off the async
+/// workers: a change rebuilds the engine's state from the event log).
+async fn resync(app: &Arc<App>) -> Result<(), ApiError> {
+    let app = app.clone();
+    blocking(move || {
+        crate::realtime::sync_definitions(&app);
+        Ok(())
+    })
+    .await
 }
 
 /// `POST /api/v1/tags`: a YAML body of definitions.
@@ -75,6 +105,9 @@ pub async fn apply(
     let t = tagging(&app);
     let report =
         blocking(move || Ok(t.apply(&text, "<request>", &caller.name, q.publish)?)).await?;
+    if !report.published.is_empty() {
+        resync(&app).await?;
+    }
     let tags: Vec<Value> = report
         .tags
         .iter()
@@ -120,11 +153,16 @@ pub async fn show(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    // Windows reaching past the retention of what the tag reads (compiled outside the
+    // catalog's lock, which the check takes too).
+    let (t, n) = (tagging(&app), name.clone());
+    let retention = blocking(move || Ok(t.retention_flags(&n).unwrap_or_default())).await?;
     app.tagging.with_catalog(|c| {
         let e = c
             .tag(&name)
             .ok_or_else(|| ApiError::NotFound(format!("unknown tag {name:?}")))?;
         let mut v = tag_summary(c, e);
+        v["retention_warnings"] = json!(retention);
         v["versions"] = json!(e
             .versions
             .iter()
@@ -166,6 +204,7 @@ pub async fn publish(
     Query(q): Query<VersionQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let v = app.tagging.publish(&name, q.version)?;
+    resync(&app).await?;
     Ok(Json(json!({"name": name, "published_version": v})))
 }
 
@@ -175,6 +214,7 @@ pub async fn archive(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     app.tagging.archive(&name)?;
+    resync(&app).await?;
     Ok(Json(json!({"name": name, "state": "archived"})))
 }
 
@@ -357,6 +397,7 @@ pub async fn save(
     let spec: portrait_tagging::service::AudienceSpec = serde_json::from_slice(&body)
         .map_err(|e| ApiError::InvalidJson(format!("invalid body: {e}")))?;
     let r = app.tagging.save_audience(&spec, &caller.name, q.draft)?;
+    resync(&app).await?;
     let (version, created) = match r {
         portrait_tagging::catalog::Applied::Created(v) => (v, true),
         portrait_tagging::catalog::Applied::Unchanged(v) => (v, false),

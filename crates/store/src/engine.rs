@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::Keyring;
 use crate::error::{Result, StoreError};
 use crate::record::{tombstone, Codec, LogRecord, LogRecordRef};
+use crate::retention::{ExpiryReport, Matcher, RuleReport};
 use crate::sources::{write_atomic, SourceRegistry};
 use crate::wal::{LogReader, Wal};
 
@@ -99,6 +100,24 @@ pub struct Stats {
 
 type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;
 
+/// A stored message as the committer applied it (for [`Observer`]s).
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// Its log offset.
+    pub offset: u64,
+    /// The message.
+    pub message: Message,
+    /// The profile it now belongs to.
+    pub profile: ProfileId,
+    /// Profiles merged into that profile by this message, in order.
+    pub merged: Vec<ProfileId>,
+}
+
+/// Receives every group of messages the committer applied, in log order, once they are
+/// durable and visible and before their writers are answered. It runs on the committer
+/// thread: hand the work to another thread and return.
+pub type Observer = Arc<dyn Fn(Vec<Applied>) + Send + Sync>;
+
 /// Stored messages with their log offsets.
 pub type Located = Vec<(u64, Message)>;
 
@@ -111,8 +130,21 @@ enum Job {
     Snapshot(Reply<()>),
     Erase(ProfileId, Reply<ErasureReport>),
     RotateDataKey(Reply<u64>),
+    Expire(Vec<(ProfileId, i64, u64)>, Reply<Expired>),
     Stop,
 }
+
+/// What one expiry job did: the log positions expired, and those left because the shortened
+/// record would not fit.
+#[derive(Debug, Default)]
+struct Expired {
+    done: Vec<u64>,
+    unfit: Vec<u64>,
+}
+
+/// Events examined per look at the state (and at most expired per committer job), so ingestion
+/// interleaves with a long expiry.
+const EXPIRE_CHUNK: usize = 10_000;
 
 /// The state readers see.
 pub struct State {
@@ -140,7 +172,7 @@ struct SnapshotOwned {
     dedup: KeySet,
 }
 
-const SNAPSHOT_VERSION: u32 = 3;
+const SNAPSHOT_VERSION: u32 = 4;
 
 /// The embedded engine over a data directory.
 pub struct Engine {
@@ -152,6 +184,7 @@ pub struct Engine {
     codec: Codec,
     tx: SyncSender<Job>,
     committer: Mutex<Option<JoinHandle<()>>>,
+    observer: Arc<RwLock<Option<Observer>>>,
     _lock: File,
 }
 
@@ -266,6 +299,9 @@ impl Engine {
         let mut replayed = 0u64;
         // Events of erasures that a crash interrupted: destroyed once the replay is done.
         let mut pending_tombstones = Vec::new();
+        // Events an `Expire` record moved out of a profile's events during the replay: counted
+        // out of the stats, and shortened in place if a crash left them whole.
+        let mut pending_expired: Vec<(ProfileId, u64)> = Vec::new();
         wal.replay(from, |offset, payload| {
             replayed += 1;
             let record = codec
@@ -302,15 +338,56 @@ impl Engine {
                     }
                     state.book.suppress(&suppress);
                 }
+                Some(LogRecord::Expired(m)) => {
+                    // Links and resolves as the whole message did; not one of the events.
+                    dedup.insert(dedup_key(m.source, &m.message_id));
+                    if !state.book.is_suppressed(&m) {
+                        state.book.apply_expired(&m, offset);
+                    }
+                }
+                Some(LogRecord::Expire { events, .. }) => {
+                    for (profile, list) in &events {
+                        let moved = state.book.expire(*profile, list);
+                        pending_expired.extend(moved.into_iter().map(|at| (*profile, at)));
+                    }
+                }
             }
             Ok(())
         })?;
         let mut wal = wal;
+        let mut shortened = Vec::new();
+        for (profile, at) in pending_expired {
+            let payload = reader.read(at)?;
+            let (m, whole) = match codec.decode_record(&payload)? {
+                Some(LogRecord::Message(m)) => (m, true),
+                Some(LogRecord::Expired(m)) => (m, false),
+                _ => continue,
+            };
+            uncount_message(&mut state.stats, &m);
+            if !whole {
+                continue;
+            }
+            let Some(p) = state.book.get(profile) else {
+                continue;
+            };
+            if let Some(r) = codec.expired(&m, kept_traits(p, &m), payload.len()) {
+                shortened.push((at, r));
+            }
+        }
+        if !shortened.is_empty() {
+            tracing::warn!(
+                events = shortened.len(),
+                "finishing a retention expiry a crash had interrupted"
+            );
+        }
+        wal.overwrite(shortened)?;
         let pseudonym = pseudonymizer(options.keyring.as_deref());
         let mut tombstones = Vec::new();
         for at in pending_tombstones {
             let payload = reader.read(at)?;
-            if let Ok(Some(LogRecord::Message(m))) = codec.decode_record(&payload) {
+            if let Ok(Some(LogRecord::Message(m) | LogRecord::Expired(m))) =
+                codec.decode_record(&payload)
+            {
                 let erased = codec.skeleton(&m, payload.len(), &pseudonym);
                 tombstones.push((at, erased));
             }
@@ -323,8 +400,10 @@ impl Engine {
             "engine state recovered"
         );
         let state = Arc::new(RwLock::new(state));
+        let observer: Arc<RwLock<Option<Observer>>> = Arc::new(RwLock::new(None));
         let (tx, rx) = sync_channel(options.queue);
         let committer = Committer {
+            observer: observer.clone(),
             codec: codec.clone(),
             dir: dir.to_path_buf(),
             wal,
@@ -334,6 +413,7 @@ impl Engine {
             snapshot_every: options.snapshot_every,
             since_snapshot: replayed,
             writing: None,
+            unfinished: Vec::new(),
         };
         let handle = std::thread::Builder::new()
             .name("portrait-committer".into())
@@ -348,6 +428,7 @@ impl Engine {
             codec,
             tx,
             committer: Mutex::new(Some(handle)),
+            observer,
             _lock: lock,
         })
     }
@@ -376,6 +457,11 @@ impl Engine {
     /// [`Engine::sync_priorities`] after changing priorities.
     pub fn sources_mut(&self) -> RwLockWriteGuard<'_, SourceRegistry> {
         self.sources.write()
+    }
+
+    /// Installs (or removes) the observer of applied messages.
+    pub fn set_observer(&self, observer: Option<Observer>) {
+        *self.observer.write() = observer;
     }
 
     /// Copies source trait priorities into the profile book.
@@ -427,6 +513,102 @@ impl Engine {
     /// are cleaned by the caller from the report.
     pub fn erase(&self, profile: ProfileId) -> Result<ErasureReport> {
         self.call(|reply| Job::Erase(profile, reply))
+    }
+
+    /// Applies retention periods at `as_of`: every event of a live profile whose event time is
+    /// older than `as_of − days` of the rule that governs it ([`Matcher::period`]) loses its
+    /// content. Its log record is overwritten in place by a shortened one (kind, messageId,
+    /// source, times, identifiers unchanged; traits only those the profile still shows from it;
+    /// no event name, properties or context), so replaying the log links and resolves exactly as
+    /// before and deduplication still knows the message; it leaves the profile's events (the
+    /// timeline) and counters. An `Expire` record is logged first, so a crash is finished at the
+    /// next start. Messages recording a consent decision are kept. Idempotent: expired events
+    /// are not looked at again.
+    ///
+    /// Candidates are found under short read locks and matched outside them; each chunk of
+    /// matches is one committer job, so ingestion continues in between. Derived stores (the
+    /// lake) are cleaned by the caller from [`ExpiryReport::offsets`].
+    pub fn expire(&self, rules: &Matcher, as_of: i64) -> Result<ExpiryReport> {
+        let mut report = ExpiryReport {
+            as_of,
+            rules: rules
+                .rules()
+                .iter()
+                .map(|r| RuleReport {
+                    rule: r.clone(),
+                    expired: 0,
+                })
+                .collect(),
+            ..ExpiryReport::default()
+        };
+        let Some(shortest) = rules.shortest_ms() else {
+            return Ok(report);
+        };
+        // Events at or after this instant are within every period.
+        let horizon = as_of.saturating_sub(shortest);
+        let mut next: ProfileId = 0;
+        loop {
+            let (candidates, done) = {
+                let state = self.state.read();
+                let space = state.book.id_space();
+                let mut found = Vec::new();
+                while next < space && found.len() < EXPIRE_CHUNK {
+                    if let Some(p) = state.book.get(next).filter(|p| p.id == next) {
+                        found.extend(
+                            p.events
+                                .iter()
+                                .take_while(|(ts, _)| *ts < horizon)
+                                .map(|&(ts, at)| (next, ts, at)),
+                        );
+                    }
+                    next += 1;
+                }
+                (found, next >= space)
+            };
+            let mut matched = Vec::new();
+            let mut rule_of = std::collections::HashMap::new();
+            for (profile, ts, at) in candidates {
+                let m = match self.read_event(at) {
+                    Ok(m) => m,
+                    // Rewritten meanwhile (an erasure): the committer checks again anyway.
+                    Err(StoreError::Corrupt { .. }) => continue,
+                    Err(e) => return Err(e),
+                };
+                let Some((rule, period)) = rules.period(&m) else {
+                    continue;
+                };
+                if ts >= as_of.saturating_sub(period) {
+                    continue;
+                }
+                if !portrait_core::consent::message_updates(&m).is_empty() {
+                    report.consent_kept += 1;
+                    continue;
+                }
+                rule_of.insert(at, rule);
+                matched.push((profile, ts, at));
+            }
+            // One profile may bring more than a chunk: jobs stay bounded (and so does the
+            // `Expire` record).
+            for part in matched.chunks(EXPIRE_CHUNK) {
+                let part = part.to_vec();
+                let outcome = self.call(|reply| Job::Expire(part, reply))?;
+                for at in &outcome.done {
+                    if let Some(r) = rule_of.get(at).and_then(|i| report.rules.get_mut(*i)) {
+                        r.expired += 1;
+                    }
+                }
+                report.expired += outcome.done.len() as u64;
+                report.unfit += outcome.unfit.len() as u64;
+                report.offsets.extend(outcome.done);
+            }
+            if done {
+                break;
+            }
+        }
+        if report.expired > 0 {
+            tracing::info!(events = report.expired, as_of, "retention periods applied");
+        }
+        Ok(report)
     }
 
     /// Starts a new data key for new records and re-encrypts every record in place under it,
@@ -574,6 +756,52 @@ fn count_message(stats: &mut Stats, m: &Message) {
     *stats.per_source.entry(m.source).or_default() += 1;
 }
 
+/// Takes a message out of the counters (its content was erased or expired).
+fn uncount_message(stats: &mut Stats, m: &Message) {
+    stats.events = stats.events.saturating_sub(1);
+    if let Some(n) = stats.per_source.get_mut(&m.source) {
+        *n = n.saturating_sub(1);
+    }
+}
+
+/// The traits of `m` the profile `p` still shows: those whose value, source and event time are
+/// the profile's current value of the trait (JSON text; `{}` when none). An expired record keeps
+/// only these, so the profile's traits stay what replaying the log gives: a value that lost to
+/// another one can be dropped without changing which one wins.
+fn kept_traits(p: &portrait_core::Profile, m: &Message) -> String {
+    if m.traits.len() <= 2 {
+        return "{}".into();
+    }
+    let kept: serde_json::Map<String, serde_json::Value> = m
+        .traits_map()
+        .into_iter()
+        .filter(|(k, v)| {
+            // The profile stores each value as its JSON text (see `fold`).
+            let text = v.to_string();
+            p.traits.get(k).is_some_and(|t| {
+                t.source == m.source && t.updated_at == m.timestamp && t.value == text
+            })
+        })
+        .collect();
+    if kept.is_empty() {
+        return "{}".into();
+    }
+    serde_json::to_string(&kept).unwrap_or_else(|_| "{}".into())
+}
+
+/// Reads a record for a replay of a profile's events (an unmerge): the message, whole or
+/// expired.
+fn decode_any_message(log: &LogReader, codec: &Codec, at: u64) -> Result<Message> {
+    match codec.decode_record(&log.read(at)?) {
+        Ok(Some(LogRecord::Message(m) | LogRecord::Expired(m))) => Ok(*m),
+        Err(e @ StoreError::Crypto(_)) => Err(e),
+        _ => Err(StoreError::Corrupt {
+            path: PathBuf::from("log"),
+            reason: format!("no message at {at}"),
+        }),
+    }
+}
+
 fn apply_unmerge(
     state: &mut State,
     log: &LogReader,
@@ -582,11 +810,20 @@ fn apply_unmerge(
     identifier: &Identifier,
     at: i64,
 ) -> Result<Vec<ProfileId>> {
+    // Expired events are replayed as expired, whatever their record holds (a crash may have
+    // left one whole until the end of the replay).
+    let expired: std::collections::HashSet<u64> =
+        state.book.expired_events(profile).iter().copied().collect();
     let refs = state.book.begin_unmerge(profile, identifier)?;
     let mut parts = Vec::new();
     for r in refs {
-        let m = decode_message(log, codec, r)?;
-        parts.push(state.book.apply(&m, r).profile);
+        let m = decode_any_message(log, codec, r)?;
+        let outcome = if expired.contains(&r) {
+            state.book.apply_expired(&m, r)
+        } else {
+            state.book.apply(&m, r)
+        };
+        parts.push(outcome.profile);
     }
     parts.sort_unstable();
     parts.dedup();
@@ -602,6 +839,7 @@ fn apply_unmerge(
 }
 
 struct Committer {
+    observer: Arc<RwLock<Option<Observer>>>,
     codec: Codec,
     dir: PathBuf,
     wal: Wal,
@@ -612,6 +850,10 @@ struct Committer {
     since_snapshot: u64,
     /// A snapshot being written in the background.
     writing: Option<std::thread::JoinHandle<Result<()>>>,
+    /// Shortened records of an expiry whose overwrite failed (an IO error): retried before
+    /// the next expiry and before any snapshot, which must not cover their `Expire` record
+    /// until they are written.
+    unfinished: Vec<(u64, Vec<u8>)>,
 }
 
 impl Committer {
@@ -652,6 +894,7 @@ impl Committer {
                     Job::Snapshot(reply) => reply(self.snapshot()),
                     Job::Erase(profile, reply) => reply(self.commit_erase(profile, &mut buf)),
                     Job::RotateDataKey(reply) => reply(self.rotate_data_key()),
+                    Job::Expire(events, reply) => reply(self.commit_expire(events, &mut buf)),
                     Job::Messages(..) | Job::Stop => {}
                 }
             }
@@ -739,17 +982,39 @@ impl Committer {
                 .flat_map(|(kept, _, _)| kept.iter().map(|(at, m)| (m, *at)))
                 .collect();
             let mut state = self.state.write();
-            state.book.apply_batch(&batch);
+            let outcomes = state.book.apply_batch(&batch);
             for (kept, report, _) in &staged {
                 for (_, m) in kept {
                     count_message(&mut state.stats, m);
                 }
                 state.stats.duplicates += report.duplicates as u64;
             }
-        }
-        for (kept, report, reply) in staged {
+            drop(state);
+            drop(batch);
             // Duplicates change the counters only, but those are snapshotted too.
-            self.since_snapshot += (kept.len() + report.duplicates) as u64;
+            self.since_snapshot += staged
+                .iter()
+                .map(|(kept, report, _)| (kept.len() + report.duplicates) as u64)
+                .sum::<u64>();
+            let observer = self.observer.read().clone();
+            if let Some(observe) = observer {
+                // The messages are not needed here any more: they move to the observer.
+                let mut outcomes = outcomes.into_iter();
+                let applied: Vec<Applied> = staged
+                    .iter_mut()
+                    .flat_map(|(kept, _, _)| std::mem::take(kept))
+                    .zip(&mut outcomes)
+                    .map(|((offset, message), o)| Applied {
+                        offset,
+                        message,
+                        profile: o.profile,
+                        merged: o.merged,
+                    })
+                    .collect();
+                observe(applied);
+            }
+        }
+        for (_, report, reply) in staged {
             reply(Ok(report));
         }
     }
@@ -800,6 +1065,9 @@ impl Committer {
     fn commit_erase(&mut self, profile: ProfileId, buf: &mut Vec<u8>) -> Result<ErasureReport> {
         let reader = self.wal.reader();
         let mut state = self.state.write();
+        // Expired events are no longer counted; they are destroyed like the others.
+        let expired: std::collections::HashSet<u64> =
+            state.book.expired_events(profile).iter().copied().collect();
         let erased = state.book.erase(profile)?;
         // Log the erasure first: a crash before every event is destroyed finishes the job at
         // the next start (the replay erases again and destroys what is left).
@@ -820,10 +1088,12 @@ impl Committer {
             let payload = reader.read(event)?;
             let replacement = match self.codec.decode_record(&payload) {
                 Ok(Some(LogRecord::Message(m))) => {
-                    state.stats.events = state.stats.events.saturating_sub(1);
-                    if let Some(n) = state.stats.per_source.get_mut(&m.source) {
-                        *n = n.saturating_sub(1);
+                    if !expired.contains(&event) {
+                        uncount_message(&mut state.stats, &m);
                     }
+                    self.codec.skeleton(&m, payload.len(), &pseudonym)
+                }
+                Ok(Some(LogRecord::Expired(m))) => {
                     self.codec.skeleton(&m, payload.len(), &pseudonym)
                 }
                 _ => tombstone(payload.len()),
@@ -847,7 +1117,84 @@ impl Committer {
         })
     }
 
+    /// Expires events `(profile, event time, log position)` chosen by [`Engine::expire`], after
+    /// checking each is still one of its profile's events and a whole message.
+    fn commit_expire(
+        &mut self,
+        events: Vec<(ProfileId, i64, u64)>,
+        buf: &mut Vec<u8>,
+    ) -> Result<Expired> {
+        self.finish_overwrites()?;
+        let reader = self.wal.reader();
+        let mut state = self.state.write();
+        let mut out = Expired::default();
+        let mut groups: BTreeMap<ProfileId, Vec<(i64, u64)>> = BTreeMap::new();
+        let mut shortened = Vec::new();
+        let mut messages = Vec::new();
+        for (profile, ts, at) in events {
+            let Some(p) = state.book.get(profile) else {
+                continue;
+            };
+            if p.events.binary_search(&(ts, at)).is_err() {
+                continue;
+            }
+            let payload = reader.read(at)?;
+            let Some(LogRecord::Message(m)) = self.codec.decode_record(&payload)? else {
+                continue;
+            };
+            match self.codec.expired(&m, kept_traits(p, &m), payload.len()) {
+                Some(r) => {
+                    groups.entry(p.id).or_default().push((ts, at));
+                    shortened.push((at, r));
+                    messages.push(m);
+                }
+                None => out.unfit.push(at),
+            }
+        }
+        if shortened.is_empty() {
+            return Ok(out);
+        }
+        // Log the expiry first: a crash before every record is shortened finishes the job at
+        // the next start (the replay expires again and shortens what is left).
+        let record = LogRecord::Expire {
+            events: groups.into_iter().collect(),
+            at: portrait_core::time::now(),
+        };
+        self.codec.encode(&record, buf)?;
+        self.wal.append(buf)?;
+        self.wal.sync()?;
+        self.since_snapshot += 1;
+        let LogRecord::Expire { events: groups, .. } = record else {
+            unreachable!("built above");
+        };
+        for (profile, list) in &groups {
+            out.done.extend(state.book.expire(*profile, list));
+        }
+        for m in &messages {
+            uncount_message(&mut state.stats, m);
+        }
+        drop(state);
+        self.unfinished = shortened;
+        self.finish_overwrites()?;
+        out.done.sort_unstable();
+        Ok(out)
+    }
+
+    /// Writes the shortened records of an expiry whose overwrite failed before.
+    fn finish_overwrites(&mut self) -> Result<()> {
+        if self.unfinished.is_empty() {
+            return Ok(());
+        }
+        let items = std::mem::take(&mut self.unfinished);
+        if let Err(e) = self.wal.overwrite(items.iter().cloned()) {
+            self.unfinished = items;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     fn rotate_data_key(&mut self) -> Result<u64> {
+        self.finish_overwrites()?;
         let Some(ring) = self.codec.keyring().cloned() else {
             return Err(StoreError::Crypto(
                 "this data directory is not encrypted".into(),
@@ -915,6 +1262,7 @@ impl Committer {
 
     fn encode_snapshot(&mut self) -> Result<Vec<u8>> {
         self.wait_for_snapshot();
+        self.finish_overwrites()?;
         let started = Instant::now();
         let state = self.state.read();
         let snap = SnapshotRef {

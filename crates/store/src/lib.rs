@@ -4,6 +4,7 @@
 //!   (a message is acknowledged only after its record is fsynced) and the permanent event
 //!   store that timelines and unmerges read back.
 //! - [`sources`]: the registry of sources and their write keys.
+//! - [`retention`]: retention periods per event, source or type (`DIR/retention.yaml`).
 //! - [`engine`]: one committer thread that deduplicates, logs (group commit), and applies
 //!   messages to the in-memory [`portrait_core::ProfileBook`]; snapshots bound restart time.
 
@@ -11,10 +12,13 @@ pub mod crypto;
 pub mod engine;
 pub mod error;
 pub mod record;
+pub mod retention;
 pub mod sources;
 pub mod views;
 pub mod wal;
 
-pub use engine::{Engine, EngineOptions, ErasureReport, IngestReport, State, Stats};
+pub use engine::{
+    Applied, Engine, EngineOptions, ErasureReport, IngestReport, Observer, State, Stats,
+};
 pub use error::StoreError;
 pub use sources::{Source, SourceKind, SourceRegistry};

@@ -6,7 +6,11 @@
 //! - `S`: an erased message's skeleton, overwritten in place (same length, zero padded): kind,
 //!   source, times, and the identifiers replaced by keyed hashes. Replaying it re-creates the same
 //!   profile ids (so ids stay stable when state is rebuilt from the log) and nothing personal;
-//! - `X`: a bare tombstone, when even the skeleton does not fit.
+//! - `X`: a bare tombstone, when even the skeleton does not fit;
+//! - `R`: a message whose retention period ended, overwritten in place (same length, zero
+//!   padded): kind, messageId (deduplication), source, times and identifiers exactly as they
+//!   were, the traits the profile still shows from it, and no event name, properties, context
+//!   or raw ids. Replaying it links and resolves exactly as the original did.
 //!
 //! The snapshot uses the same envelope.
 
@@ -21,8 +25,10 @@ const PLAIN: u8 = b'P';
 const ENCRYPTED: u8 = b'E';
 const ERASED: u8 = b'X';
 const SKELETON: u8 = b'S';
+const EXPIRED: u8 = b'R';
 
-/// A record of the log. `Skeleton` is never written as such: it is what an `S` payload decodes to.
+/// A record of the log. `Skeleton` and `Expired` are never written as such: they are what `S`
+/// and `R` payloads decode to. New variants go at the end (the encoding is positional).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum LogRecord {
     Message(Box<Message>),
@@ -37,6 +43,13 @@ pub(crate) enum LogRecord {
         at: i64,
     },
     Skeleton(Box<Message>),
+    /// Retention ended for these events, `(profile, [(event time, log offset)])`: written before
+    /// the records are overwritten, so a crash in between is finished at the next start.
+    Expire {
+        events: Vec<(ProfileId, Vec<(i64, u64)>)>,
+        at: i64,
+    },
+    Expired(Box<Message>),
 }
 
 /// Borrowed twin of [`LogRecord`] for encoding without copies (same variant order).
@@ -123,9 +136,10 @@ impl Codec {
     }
 
     /// Decodes a log record; `None` for a bare tombstone. An erased message's skeleton decodes
-    /// to [`LogRecord::Skeleton`].
+    /// to [`LogRecord::Skeleton`], an expired message to [`LogRecord::Expired`].
     pub(crate) fn decode_record(&self, payload: &[u8]) -> Result<Option<LogRecord>> {
-        if payload.first() != Some(&SKELETON) {
+        let wrapper = payload.first().copied();
+        if wrapper != Some(SKELETON) && wrapper != Some(EXPIRED) {
             return self.decode(payload);
         }
         let len = payload
@@ -134,7 +148,13 @@ impl Codec {
             .filter(|l| 5 + l <= payload.len())
             .ok_or_else(|| corrupt("bad skeleton"))?;
         let inner: Option<Message> = self.decode(&payload[5..5 + len])?;
-        Ok(inner.map(|m| LogRecord::Skeleton(Box::new(m))))
+        Ok(inner.map(|m| {
+            if wrapper == Some(EXPIRED) {
+                LogRecord::Expired(Box::new(m))
+            } else {
+                LogRecord::Skeleton(Box::new(m))
+            }
+        }))
     }
 
     /// Re-encrypts a payload (or a skeleton's inner record) with the active data key, keeping
@@ -145,7 +165,7 @@ impl Codec {
         };
         let start = match payload.first() {
             Some(&ENCRYPTED) => 0,
-            Some(&SKELETON) if payload.get(5) == Some(&ENCRYPTED) => 5,
+            Some(&SKELETON | &EXPIRED) if payload.get(5) == Some(&ENCRYPTED) => 5,
             _ => return Ok(None),
         };
         let inner_len = if start == 0 {
@@ -174,7 +194,7 @@ impl Codec {
         };
         let sealed = match payload.first() {
             Some(&ENCRYPTED) => payload.get(1..),
-            Some(&SKELETON) if payload.get(5) == Some(&ENCRYPTED) => payload.get(6..),
+            Some(&SKELETON | &EXPIRED) if payload.get(5) == Some(&ENCRYPTED) => payload.get(6..),
             _ => None,
         };
         sealed.is_some_and(|s| Keyring::key_of(s) != Some(ring.active()))
@@ -220,6 +240,43 @@ impl Codec {
         out.extend_from_slice(&inner);
         out.resize(len, 0);
         out
+    }
+}
+
+impl Codec {
+    /// The in-place replacement of a message of `len` bytes whose retention period ended:
+    /// kind, messageId, source, event and receive times and identifiers unchanged, `traits`
+    /// (JSON text) the traits to keep, everything else dropped. `None` when it does not fit
+    /// (then the record is left as it is).
+    pub(crate) fn expired(&self, m: &Message, traits: String, len: usize) -> Option<Vec<u8>> {
+        let kept = Message {
+            kind: m.kind,
+            message_id: m.message_id.clone(),
+            source: m.source,
+            event: None,
+            user_id: None,
+            anonymous_id: None,
+            previous_id: None,
+            group_id: None,
+            timestamp: m.timestamp,
+            received_at: m.received_at,
+            sent_at: None,
+            original_timestamp: None,
+            traits,
+            properties: "{}".into(),
+            context: "{}".into(),
+            identifiers: m.identifiers.clone(),
+        };
+        let mut inner = Vec::new();
+        if self.encode(&kept, &mut inner).is_err() || 5 + inner.len() > len {
+            return None;
+        }
+        let mut out = Vec::with_capacity(len);
+        out.push(EXPIRED);
+        out.extend_from_slice(&(inner.len() as u32).to_le_bytes());
+        out.extend_from_slice(&inner);
+        out.resize(len, 0);
+        Some(out)
     }
 }
 

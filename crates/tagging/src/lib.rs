@@ -4,6 +4,7 @@ pub mod catalog;
 pub mod error;
 pub mod explain;
 pub mod profiles;
+pub mod retention;
 pub mod schedule;
 pub mod service;
 

@@ -90,27 +90,7 @@ pub fn read_profiles(lake: &Path, with_traits: bool) -> Result<LakeProfiles, Tag
     Ok(out)
 }
 
-/// Makes consent readable by tag rules and audiences as `traits.consent.<channel>.<purpose>`
-/// (`"granted"`/`"denied"`; absent = unknown): the profile's consent decisions, from every
-/// source (events, the consent trait, the API), replace whatever `consent` trait was sent.
-pub fn overlay_consent<'a>(traits: &mut Traits, pairs: impl Iterator<Item = (&'a str, &'a str)>) {
-    let mut tree = Traits::new();
-    for (key, state) in pairs {
-        let Some((channel, purpose)) = key.split_once('/') else {
-            continue;
-        };
-        let entry = tree
-            .entry(channel.to_string())
-            .or_insert_with(|| serde_json::Value::Object(Traits::new()));
-        if let serde_json::Value::Object(m) = entry {
-            m.insert(
-                purpose.to_string(),
-                serde_json::Value::String(state.to_string()),
-            );
-        }
-    }
-    traits.insert("consent".into(), serde_json::Value::Object(tree));
-}
+pub use portrait_core::consent::overlay as overlay_consent;
 
 /// Names seen in the data, for "did you mean" warnings on definitions: event names from the
 /// most recent part files of the lake (up to `files`), trait keys (top level, and one level

@@ -187,6 +187,33 @@ fn diagnostics(d: &[Diagnostic]) -> TaggingError {
     TaggingError::Definition(d.iter().map(|d| d.render()).collect::<Vec<_>>().join("\n"))
 }
 
+/// Refuses a `refresh: realtime` definition the real-time engine cannot maintain exactly
+/// ([`portrait_tags::incremental::check`]), naming the part that prevents it.
+fn refuse_non_incremental(
+    plan: &Plan,
+    all: &[TagDef],
+    defs: &[TagDef],
+    file: &str,
+) -> Result<(), TaggingError> {
+    let realtime: BTreeSet<&str> = all
+        .iter()
+        .filter(|d| d.refresh == Refresh::Realtime)
+        .map(|d| d.name.as_str())
+        .collect();
+    for def in defs.iter().filter(|d| d.refresh == Refresh::Realtime) {
+        let Some(i) = plan.tag_index(&def.name) else {
+            continue;
+        };
+        if let Err(why) = portrait_tags::incremental::check(plan, i, &|n| realtime.contains(n)) {
+            return Err(TaggingError::Definition(format!(
+                "{file}: tag `{}` cannot be `refresh: realtime`: {why}",
+                def.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn lineage_of(plan: &Plan, name: &str) -> Lineage {
     plan.tags
         .iter()
@@ -247,6 +274,13 @@ impl Tagging {
             .map_err(|e| TaggingError::Compute(e.to_string()))
     }
 
+    /// Runs `f` while no compaction or computation of this process touches the lake (e.g. a
+    /// retention run, which changes the log and then purges the lake).
+    pub fn with_lake_lock<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _one = self.compact_lock.lock();
+        f()
+    }
+
     /// Computes the tags due by their refresh policy (none due: nothing runs).
     pub fn refresh_due(&self) -> Result<Option<ComputeReport>, TaggingError> {
         let due = self.due(portrait_core::time::now())?;
@@ -280,7 +314,7 @@ impl Tagging {
         self.state.lock().as_of
     }
 
-    fn known(&self) -> Known {
+    pub(crate) fn known(&self) -> Known {
         let sources = self
             .engine
             .sources()
@@ -306,7 +340,7 @@ impl Tagging {
     }
 
     /// Published definitions (the latest published version of each tag), parsed.
-    fn published_defs(
+    pub(crate) fn published_defs(
         &self,
         except: &BTreeSet<String>,
     ) -> Result<Vec<(TagDef, u32)>, TaggingError> {
@@ -323,6 +357,43 @@ impl Tagging {
             }
         }
         Ok(out)
+    }
+
+    /// What the real-time engine maintains: the published `refresh: realtime` tags compiled
+    /// into one plan, and the published audiences whose expressions read only those tags and
+    /// traits, compiled against it (`Expr::Tag(i)` = the plan's tag `i`).
+    pub fn realtime_definitions(&self) -> Result<(Plan, Vec<(String, Expr)>), TaggingError> {
+        let defs: Vec<TagDef> = self
+            .published_defs(&BTreeSet::new())?
+            .into_iter()
+            .map(|(d, _)| d)
+            .filter(|d| d.refresh == Refresh::Realtime)
+            .collect();
+        let known = Known {
+            time_zone: portrait_lake::TIME_ZONE,
+            ..Known::default()
+        };
+        let Compiled { plan, .. } = compile(&defs, &known).map_err(|d| diagnostics(&d))?;
+        let tags: Vec<(String, Type)> = plan
+            .tags
+            .iter()
+            .map(|t| (t.name.clone(), t.value_type))
+            .collect();
+        let audiences = self
+            .catalog
+            .lock()
+            .audiences()
+            .filter_map(|a| {
+                a.published()
+                    .map(|v| (a.name.clone(), v.expression.clone()))
+            })
+            .filter_map(|(name, text)| {
+                compile_audience(&text, &tags, plan.time_zone)
+                    .ok()
+                    .map(|e| (name, e))
+            })
+            .collect();
+        Ok((plan, audiences))
     }
 
     /// Applies a YAML file of definitions: each changed tag gets a new draft version (published
@@ -359,12 +430,19 @@ impl Tagging {
         all.extend(defs.iter().cloned());
         let Compiled { plan, warnings } =
             compile(&all, &self.known_with_vocabulary()).map_err(|d| diagnostics(&d))?;
+        refuse_non_incremental(&plan, &all, &defs, file)?;
         let now = portrait_core::time::now();
         let mut report = ApplyReport {
             tags: Vec::new(),
             published: Vec::new(),
             warnings: warnings.iter().map(|w| w.render()).collect(),
         };
+        let applied: Vec<&str> = defs.iter().map(|d| d.name.as_str()).collect();
+        report.warnings.extend(crate::retention::apply_warnings(
+            self.engine.dir(),
+            &plan,
+            &applied,
+        ));
         let mut cat = self.catalog.lock();
         for def in &defs {
             let yaml = to_yaml(std::slice::from_ref(def));
@@ -1232,22 +1310,7 @@ impl Tagging {
         let (refs, traits, survivor) = {
             let state = self.engine.state();
             let p = state.book.get(id).ok_or(TaggingError::UnknownProfile(id))?;
-            let mut traits: serde_json::Map<String, serde_json::Value> = p
-                .traits
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        serde_json::from_str(&v.value).unwrap_or(serde_json::Value::Null),
-                    )
-                })
-                .collect();
-            crate::profiles::overlay_consent(
-                &mut traits,
-                p.consent
-                    .iter()
-                    .map(|(k, r)| (k.as_str(), r.state.as_str())),
-            );
+            let traits = p.tag_traits();
             (p.events.clone(), traits, p.id)
         };
         let sources = self.engine.sources();

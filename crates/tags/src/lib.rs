@@ -138,6 +138,7 @@ pub mod def;
 pub mod diag;
 pub mod display;
 pub mod eval;
+pub mod incremental;
 pub mod ir;
 pub mod syntax;
 pub mod value;

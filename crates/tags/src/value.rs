@@ -18,7 +18,7 @@ pub enum Type {
 }
 
 /// A value at run time.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Value {
     /// Missing: no matching events for `avg`/`min`/`max`/`first`/`last`, an absent trait, …
     Null,

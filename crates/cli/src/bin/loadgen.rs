@@ -3,7 +3,12 @@
 //!
 //! Bodies are built before the clock starts (realistic Segment messages: identify and track
 //! calls of a population of people, ~300 bytes each), then `--connections` threads each keep one
-//! HTTP/1.1 connection and send their share of batches back to back.
+//! HTTP/1.1 connection and send their share of batches back to back (or at `--rate`).
+//!
+//! With `--probes N --token T`, a probe thread also sends N single `Realtime Probe` events (one
+//! new person each, every `--probe-every-ms`) while a consumer long-polls `/api/v1/changes`:
+//! the time from a probe's send (and from its acknowledgement) to the change it causes being
+//! readable in the change stream is the real-time engine's visibility latency.
 
 use std::time::{Duration, Instant};
 
@@ -38,9 +43,26 @@ struct Args {
     /// Seed for message ids (change it to send new events to the same server).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Event times are the time the bodies are built (default: a fixed day in the past).
+    #[arg(long)]
+    fresh_timestamps: bool,
+    /// Target events per second over all connections (0 = as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Latency probes to send (needs `--token`).
+    #[arg(long, default_value_t = 0)]
+    probes: usize,
+    /// Admin token for reading the change stream.
+    #[arg(long)]
+    token: Option<String>,
+    /// Time between probes, ms.
+    #[arg(long, default_value_t = 20)]
+    probe_every_ms: u64,
 }
 
-fn body(args: &Args, b: usize) -> String {
+const CATEGORIES: [&str; 3] = ["护肤", "彩妆", "母婴"];
+
+fn body(args: &Args, b: usize, ts: &str) -> String {
     let events = [
         "Product Viewed",
         "Product Added",
@@ -56,12 +78,12 @@ fn body(args: &Args, b: usize) -> String {
                 json!({"type": "identify", "messageId": id, "userId": format!("user-{person}"),
                        "anonymousId": format!("anon-{person}"),
                        "traits": {"phone": format!("138{:08}", person), "city": "上海", "level": "gold"},
-                       "timestamp": "2026-11-01T10:00:00.000Z"})
+                       "timestamp": ts})
             } else {
                 json!({"type": "track", "messageId": id, "anonymousId": format!("anon-{person}"),
                        "event": events[n % events.len()],
-                       "properties": {"sku": format!("SKU-{}", n % 5000), "price": 199.0, "category": "护肤"},
-                       "timestamp": "2026-11-01T10:00:00.000Z"})
+                       "properties": {"sku": format!("SKU-{}", n % 5000), "price": 199.0, "revenue": (n % 997) as f64, "category": CATEGORIES[n % 3]},
+                       "timestamp": ts})
             }
         })
         .collect();
@@ -72,11 +94,28 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let batches = args.events.div_ceil(args.batch);
     eprintln!("building {batches} batches of {} messages…", args.batch);
-    let bodies: Vec<String> = (0..batches).map(|b| body(&args, b)).collect();
+    let ts = if args.fresh_timestamps {
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    } else {
+        "2026-11-01T10:00:00.000Z".to_string()
+    };
+    let bodies: Vec<String> = (0..batches).map(|b| body(&args, b, &ts)).collect();
     let bytes: usize = bodies.iter().map(String::len).sum();
     let auth = http::basic(&args.write_key);
     let started = Instant::now();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let probe_report = std::sync::Mutex::new(None);
     let results: Vec<Result<(Vec<Duration>, usize)>> = std::thread::scope(|scope| {
+        if args.probes > 0 {
+            let (args, auth, done, report) = (&args, &auth, &done, &probe_report);
+            scope.spawn(move || {
+                let r = probes(args, auth, done);
+                *report.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+            });
+        }
+        let per_conn_gap = (args.rate > 0).then(|| {
+            Duration::from_secs_f64(args.batch as f64 * args.connections as f64 / args.rate as f64)
+        });
         let handles: Vec<_> = (0..args.connections)
             .map(|c| {
                 let (bodies, auth, addr) = (&bodies, &auth, &args.addr);
@@ -84,7 +123,15 @@ fn main() -> Result<()> {
                     let mut client = http::Client::connect(addr)?;
                     let mut lat = Vec::new();
                     let mut busy = 0;
+                    let mut next = Instant::now();
                     for b in (c..bodies.len()).step_by(args.connections) {
+                        if let Some(gap) = per_conn_gap {
+                            let now = Instant::now();
+                            if next > now {
+                                std::thread::sleep(next - now);
+                            }
+                            next += gap;
+                        }
                         let body = bodies[b].as_bytes();
                         loop {
                             let t = Instant::now();
@@ -106,12 +153,17 @@ fn main() -> Result<()> {
                 })
             })
             .collect();
-        handles
+        let out = handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| bail!("thread panicked")))
-            .collect()
+            .collect();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        out
     });
     let elapsed = started.elapsed();
+    if let Some(r) = probe_report.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        println!("{}", r?);
+    }
     let mut lat = Vec::new();
     let mut busy = 0;
     for r in results {
@@ -136,4 +188,127 @@ fn main() -> Result<()> {
         pct(1.0),
     );
     Ok(())
+}
+
+fn percentiles(mut v: Vec<f64>) -> String {
+    if v.is_empty() {
+        return "none".into();
+    }
+    v.sort_by(f64::total_cmp);
+    let p = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
+    format!(
+        "p50={:.2} p99={:.2} p999={:.2} max={:.2}",
+        p(0.5),
+        p(0.99),
+        p(0.999),
+        p(1.0)
+    )
+}
+
+/// Sends probes while the load runs and measures when their changes become readable.
+fn probes(args: &Args, auth: &str, done: &std::sync::atomic::AtomicBool) -> Result<String> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    let token = args
+        .token
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("--probes needs --token"))?;
+    let bearer = format!("Bearer {token}");
+    let mut reader = http::Client::connect(&args.addr)?;
+    let (code, body) = reader.get("/api/v1/changes?limit=1", &bearer)?;
+    if code != 200 {
+        bail!("GET /api/v1/changes: HTTP {code}");
+    }
+    let start: serde_json::Value = serde_json::from_slice(&body)?;
+    let mut cursor = start["last"].as_u64().unwrap_or(0);
+    // message id → (sent, acknowledged)
+    let sent: Mutex<HashMap<String, (Instant, Option<Instant>)>> = Mutex::new(HashMap::new());
+    let mut from_send = Vec::new();
+    let mut from_ack = Vec::new();
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| -> Result<()> {
+        let (sent_ref, finished_ref) = (&sent, &finished);
+        let sender = scope.spawn(move || -> Result<()> {
+            let mut client = http::Client::connect(&args.addr)?;
+            for i in 0..args.probes {
+                let id = format!("probe-{}-{i}", args.seed);
+                let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let body = json!({"batch": [{"type": "track", "messageId": id,
+                    "userId": format!("probe-user-{}-{i}", args.seed), "event": "Realtime Probe",
+                    "timestamp": ts, "properties": {}}]})
+                .to_string();
+                let t = Instant::now();
+                sent_ref
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.clone(), (t, None));
+                let (code, _) = client.post("/v1/batch", auth, body.as_bytes())?;
+                if code != 200 {
+                    bail!("probe {i}: HTTP {code}");
+                }
+                let acked = Instant::now();
+                if let Some(e) = sent_ref
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(&id)
+                {
+                    e.1 = Some(acked);
+                }
+                std::thread::sleep(Duration::from_millis(args.probe_every_ms));
+            }
+            finished_ref.store(true, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        });
+        let deadline_after_finish = Duration::from_secs(10);
+        let mut finished_at: Option<Instant> = None;
+        let mut seen = 0usize;
+        while seen < args.probes {
+            if finished.load(std::sync::atomic::Ordering::Relaxed) {
+                let f = *finished_at.get_or_insert_with(Instant::now);
+                if f.elapsed() > deadline_after_finish {
+                    break;
+                }
+            }
+            let (code, body) = reader.get(
+                &format!("/api/v1/changes?since={cursor}&wait=1000&limit=10000"),
+                &bearer,
+            )?;
+            let now = Instant::now();
+            if code != 200 {
+                bail!("GET /api/v1/changes: HTTP {code}");
+            }
+            let v: serde_json::Value = serde_json::from_slice(&body)?;
+            cursor = v["next"].as_u64().unwrap_or(cursor);
+            for c in v["changes"].as_array().into_iter().flatten() {
+                let Some(id) = c["cause"]["message_id"].as_str() else {
+                    continue;
+                };
+                if c["name"] != "probe_seen" {
+                    continue;
+                }
+                if let Some((t, acked)) = sent.lock().unwrap_or_else(|p| p.into_inner()).remove(id)
+                {
+                    seen += 1;
+                    from_send.push((now - t).as_secs_f64() * 1e3);
+                    if let Some(a) = acked {
+                        from_ack.push(now.saturating_duration_since(a).as_secs_f64() * 1e3);
+                    }
+                }
+            }
+            if done.load(std::sync::atomic::Ordering::Relaxed) && seen >= args.probes {
+                break;
+            }
+        }
+        sender
+            .join()
+            .unwrap_or_else(|_| bail!("probe sender panicked"))?;
+        Ok(())
+    })?;
+    Ok(format!(
+        "probes={} seen={} visible_after_send_ms {} visible_after_ack_ms {}",
+        args.probes,
+        from_send.len(),
+        percentiles(from_send),
+        percentiles(from_ack)
+    ))
 }

@@ -1,0 +1,487 @@
+//! The change stream: every change of a tag value or audience membership, durable, in order,
+//! each with a cursor (`seq`, from 1).
+//!
+//! Stored as JSON lines in segment files `DIR/realtime/changes/<first seq>.jsonl`, appended
+//! and synced in groups. A torn last line (a crash mid-write) is cut on open. Readers ask for
+//! the changes after a cursor (`0` = the oldest retained) and may wait for new ones. Erasure
+//! rewrites the segments without the person's lines; retention drops whole old segments.
+//!
+//! One line:
+//! ```json
+//! {"seq":42,"at":"2026-11-28T10:00:00.120Z","profile":7,"kind":"tag","name":"high_intent",
+//!  "old":false,"new":true,"event_time":"2026-11-28T10:00:00Z",
+//!  "cause":{"type":"event","offset":1234,"message_id":"m-1"}}
+//! ```
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use portrait_core::time::format_iso;
+use portrait_tags::value::{Type, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Cause, Change, Kind};
+
+/// Errors of the change stream.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ChangeError + '_ {
+    move |source| ChangeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One stored change, as read back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Cursor: strictly increasing.
+    pub seq: u64,
+    /// When the engine made the change (ISO 8601).
+    pub at: String,
+    /// Dense profile id.
+    pub profile: u32,
+    /// `tag` or `audience`.
+    pub kind: Kind,
+    /// Tag or audience name.
+    pub name: String,
+    /// Value before.
+    pub old: serde_json::Value,
+    /// Value after.
+    pub new: serde_json::Value,
+    /// Time of the causing event, if any.
+    pub event_time: Option<String>,
+    /// Why.
+    pub cause: Cause,
+}
+
+/// A value as JSON (instants as ISO 8601 text).
+pub fn value_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        Value::Num(x) => serde_json::Number::from_f64(*x).map_or(serde_json::Value::Null, |n| {
+            if x.fract() == 0.0 && x.abs() < 9e15 {
+                serde_json::Value::from(*x as i64)
+            } else {
+                serde_json::Value::Number(n)
+            }
+        }),
+        Value::Str(s) => serde_json::Value::String(s.to_string()),
+        Value::Time(t) => serde_json::Value::String(format_iso(*t)),
+    }
+}
+
+/// The value of JSON written by [`value_json`] for a value of type `ty`.
+pub fn json_value(j: &serde_json::Value, ty: Type) -> Value {
+    match (j, ty) {
+        (serde_json::Value::String(s), Type::Time) => {
+            portrait_core::time::parse_iso(s).map_or(Value::Null, Value::Time)
+        }
+        _ => Value::from_json(j),
+    }
+}
+
+struct Line {
+    seq: u64,
+    profile: u32,
+    text: Arc<str>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    /// `(first seq, path)` of every segment, oldest first; the last one is open.
+    segments: Vec<(u64, PathBuf)>,
+    file: Option<File>,
+    written: u64,
+    next_seq: u64,
+    /// The newest lines, for readers that keep up.
+    recent: VecDeque<Line>,
+}
+
+/// Lines kept in memory for readers that keep up.
+const RECENT: usize = 200_000;
+/// Segment size before a new one starts.
+const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// The durable change stream.
+pub struct ChangeLog {
+    inner: Mutex<Inner>,
+    last: tokio::sync::watch::Sender<u64>,
+}
+
+fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}.jsonl"))
+}
+
+impl ChangeLog {
+    /// Opens (or creates) the stream under `dir`, cutting a torn last line.
+    pub fn open(dir: &Path) -> Result<Self, ChangeError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut segments: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+            .map_err(io(dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let p = e.path();
+                let stem = p.file_stem()?.to_str()?.to_string();
+                (p.extension()? == "jsonl")
+                    .then(|| stem.parse::<u64>().ok().map(|s| (s, p.clone())))
+                    .flatten()
+            })
+            .collect();
+        segments.sort();
+        let mut next_seq = 1;
+        let mut recent = VecDeque::new();
+        let mut written = 0;
+        if let Some((_, last)) = segments.last() {
+            let text = std::fs::read(last).map_err(io(last))?;
+            let mut good = 0usize;
+            let mut pos = 0usize;
+            for line in text.split_inclusive(|b| *b == b'\n') {
+                pos += line.len();
+                if line.last() != Some(&b'\n') {
+                    break;
+                }
+                let Ok(r) = serde_json::from_slice::<Record>(line) else {
+                    break;
+                };
+                good = pos;
+                next_seq = r.seq + 1;
+                let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                recent.push_back(Line {
+                    seq: r.seq,
+                    profile: r.profile,
+                    text: Arc::from(text),
+                });
+                if recent.len() > RECENT {
+                    recent.pop_front();
+                }
+            }
+            if good < text.len() {
+                tracing::warn!(
+                    path = %last.display(),
+                    bytes = text.len() - good,
+                    "change stream had a torn tail; cut"
+                );
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(last)
+                    .map_err(io(last))?;
+                f.set_len(good as u64).map_err(io(last))?;
+                f.sync_all().map_err(io(last))?;
+            }
+            written = good as u64;
+        }
+        let (last, _) = tokio::sync::watch::channel(next_seq - 1);
+        Ok(ChangeLog {
+            inner: Mutex::new(Inner {
+                dir: dir.to_path_buf(),
+                segments,
+                file: None,
+                written,
+                next_seq,
+                recent,
+            }),
+            last,
+        })
+    }
+
+    /// The cursor of the newest change (0 when none).
+    pub fn last_seq(&self) -> u64 {
+        *self.last.borrow()
+    }
+
+    /// The cursor of the oldest retained change (0 when none).
+    pub fn first_seq(&self) -> u64 {
+        let g = self.inner.lock();
+        match g.segments.first() {
+            Some((first, _)) if g.next_seq > *first => *first,
+            _ => 0,
+        }
+    }
+
+    /// A receiver that sees the newest cursor change (for long polls and streams).
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.last.subscribe()
+    }
+
+    /// Appends changes (assigning their cursors) and syncs them to disk. `types` gives the
+    /// value type of a tag by name (instants are stored as text).
+    pub fn append(&self, changes: &[Change]) -> Result<u64, ChangeError> {
+        if changes.is_empty() {
+            return Ok(self.last_seq());
+        }
+        let mut g = self.inner.lock();
+        let mut buf = String::new();
+        let mut lines = Vec::with_capacity(changes.len());
+        for c in changes {
+            let seq = g.next_seq;
+            g.next_seq += 1;
+            let r = Record {
+                seq,
+                at: format_iso(c.at),
+                profile: c.profile,
+                kind: c.kind,
+                name: c.name.to_string(),
+                old: value_json(&c.old),
+                new: value_json(&c.new),
+                event_time: c.event_time.map(format_iso),
+                cause: c.cause.clone(),
+            };
+            let text = serde_json::to_string(&r).unwrap_or_default();
+            buf.push_str(&text);
+            buf.push('\n');
+            lines.push(Line {
+                seq,
+                profile: c.profile,
+                text: Arc::from(text),
+            });
+        }
+        let first = lines.first().map_or(0, |l| l.seq);
+        if g.segments.is_empty() || g.written >= SEGMENT_BYTES {
+            let path = segment_path(&g.dir, first);
+            g.segments.push((first, path));
+            g.file = None;
+            g.written = 0;
+        }
+        if g.file.is_none() {
+            let path = g
+                .segments
+                .last()
+                .map(|(_, p)| p.clone())
+                .unwrap_or_default();
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io(&path))?;
+            g.file = Some(f);
+        }
+        let path = g
+            .segments
+            .last()
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default();
+        if let Some(f) = g.file.as_mut() {
+            f.write_all(buf.as_bytes()).map_err(io(&path))?;
+            f.sync_data().map_err(io(&path))?;
+        }
+        g.written += buf.len() as u64;
+        let last = g.next_seq - 1;
+        g.recent.extend(lines);
+        while g.recent.len() > RECENT {
+            g.recent.pop_front();
+        }
+        drop(g);
+        self.last.send_replace(last);
+        Ok(last)
+    }
+
+    /// Up to `limit` changes after cursor `since` (0 = from the oldest retained), as JSON
+    /// lines, with the cursor to resume from.
+    pub fn read(&self, since: u64, limit: usize) -> Result<(Vec<Arc<str>>, u64), ChangeError> {
+        let g = self.inner.lock();
+        if g.recent.front().is_some_and(|l| l.seq <= since + 1) {
+            let lines: Vec<&Line> = g
+                .recent
+                .iter()
+                .skip_while(|l| l.seq <= since)
+                .take(limit)
+                .collect();
+            let next = lines.last().map_or(since, |l| l.seq);
+            return Ok((lines.iter().map(|l| l.text.clone()).collect(), next));
+        }
+        let segments = g.segments.clone();
+        drop(g);
+        let mut out = Vec::new();
+        let mut next = since;
+        for (i, (first, path)) in segments.iter().enumerate() {
+            let end = segments.get(i + 1).map_or(u64::MAX, |(f, _)| *f);
+            if end != u64::MAX && end <= since + 1 {
+                continue;
+            }
+            debug_assert!(*first <= end);
+            let f = match File::open(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(path)(e)),
+            };
+            for line in BufReader::new(f).lines() {
+                let line = line.map_err(io(path))?;
+                let Ok(r) = serde_json::from_str::<SeqOnly>(&line) else {
+                    break;
+                };
+                if r.seq <= since {
+                    continue;
+                }
+                next = r.seq;
+                out.push(Arc::from(line));
+                if out.len() >= limit {
+                    return Ok((out, next));
+                }
+            }
+        }
+        Ok((out, next))
+    }
+
+    /// Removes every change of `profiles` (erasure). Returns the lines removed.
+    pub fn erase(&self, profiles: &[u32]) -> Result<u64, ChangeError> {
+        let mut g = self.inner.lock();
+        g.file = None;
+        let mut removed = 0u64;
+        let segments = g.segments.clone();
+        for (_, path) in &segments {
+            let f = match File::open(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(path)(e)),
+            };
+            let mut kept = String::new();
+            let mut hit = false;
+            for line in BufReader::new(f).lines() {
+                let line = line.map_err(io(path))?;
+                let drop = serde_json::from_str::<ProfileOnly>(&line)
+                    .is_ok_and(|r| profiles.contains(&r.profile));
+                if drop {
+                    hit = true;
+                    removed += 1;
+                } else {
+                    kept.push_str(&line);
+                    kept.push('\n');
+                }
+            }
+            if hit {
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, kept.as_bytes()).map_err(io(&tmp))?;
+                File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io(&tmp))?;
+                std::fs::rename(&tmp, path).map_err(io(path))?;
+            }
+        }
+        g.recent.retain(|l| !profiles.contains(&l.profile));
+        if let Some((_, last)) = g.segments.last() {
+            g.written = std::fs::metadata(last).map_or(0, |m| m.len());
+        }
+        Ok(removed)
+    }
+
+    /// Drops whole segments whose every change is older than `keep` segments back (retention
+    /// by count of segments). Returns the segments removed.
+    pub fn prune(&self, keep: usize) -> Result<usize, ChangeError> {
+        let mut g = self.inner.lock();
+        let mut removed = 0;
+        while g.segments.len() > keep.max(1) {
+            let (_, path) = g.segments.remove(0);
+            std::fs::remove_file(&path).map_err(io(&path))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Every retained change after cursor `since`, parsed (recovery).
+    pub fn records_after(&self, since: u64) -> Result<Vec<Record>, ChangeError> {
+        let mut out = Vec::new();
+        let mut cursor = since;
+        loop {
+            let (lines, next) = self.read(cursor, 100_000)?;
+            if lines.is_empty() {
+                break;
+            }
+            for l in &lines {
+                if let Ok(r) = serde_json::from_str::<Record>(l) {
+                    out.push(r);
+                }
+            }
+            cursor = next;
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Deserialize)]
+struct SeqOnly {
+    seq: u64,
+}
+
+#[derive(Deserialize)]
+struct ProfileOnly {
+    profile: u32,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn change(profile: u32, new: bool) -> Change {
+        Change {
+            profile,
+            kind: Kind::Tag,
+            name: Arc::from("high_intent"),
+            old: Value::Bool(!new),
+            new: Value::Bool(new),
+            event_time: Some(1_700_000_000_000),
+            at: 1_700_000_000_100,
+            cause: Cause::Timer,
+        }
+    }
+
+    #[test]
+    fn append_read_reopen_torn_tail_and_erase() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ChangeLog::open(dir.path()).unwrap();
+        assert_eq!(log.append(&[change(1, true), change(2, true)]).unwrap(), 2);
+        assert_eq!(log.append(&[change(1, false)]).unwrap(), 3);
+        let (lines, next) = log.read(0, 10).unwrap();
+        assert_eq!((lines.len(), next), (3, 3));
+        let (lines, next) = log.read(2, 10).unwrap();
+        assert_eq!((lines.len(), next), (1, 3));
+        assert!(lines[0].contains("\"seq\":3"));
+        drop(log);
+        // A crash in the middle of a line.
+        let seg = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(b"{\"seq\":4,\"at\":").unwrap();
+        drop(f);
+        let log = ChangeLog::open(dir.path()).unwrap();
+        assert_eq!(log.last_seq(), 3);
+        assert_eq!(log.append(&[change(3, true)]).unwrap(), 4);
+        let all = log.records_after(0).unwrap();
+        assert_eq!(
+            all.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        assert_eq!(log.erase(&[1]).unwrap(), 2);
+        let all = log.records_after(0).unwrap();
+        assert_eq!(
+            all.iter().map(|r| r.profile).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        let text = std::fs::read_to_string(&seg).unwrap();
+        assert!(!text.contains("\"profile\":1,"));
+        drop(log);
+        // Reading from disk (not the in-memory tail) gives the same.
+        let log = ChangeLog::open(dir.path()).unwrap();
+        assert_eq!(log.read(0, 10).unwrap().0.len(), 2);
+    }
+}

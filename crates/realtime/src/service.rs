@@ -1,0 +1,692 @@
+//! The real-time engine inside the server: fed by the store, persisted, recovered.
+//!
+//! One worker thread owns the [`Realtime`] engine (readers take its lock briefly). The
+//! store's committer hands it every applied group ([`portrait_store::Observer`]); the worker
+//! applies the events, fires due timers, appends the changes to the [`ChangeLog`] (synced)
+//! and, every [`Options::snapshot_every_ms`], writes `DIR/realtime/state.bin`: the engine's
+//! state, the last log offset it covers and the last change cursor it published.
+//!
+//! Recovery after a crash: load the snapshot (unless the definitions or the identity graph's
+//! unmerges changed since, then start empty), move states of profiles merged or erased
+//! meanwhile, replay the event log after the snapshot's offset into the states without
+//! publishing, reset each profile's published values to the snapshot's and fold every change
+//! published after it, then re-evaluate everybody once and publish only what differs (cause
+//! `recovery`). So a change is neither lost nor published twice.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use portrait_core::Message;
+use portrait_store::{Applied, Engine};
+use portrait_tags::ir::Plan;
+use portrait_tags::value::Value;
+use serde::{Deserialize, Serialize};
+
+use crate::changes::{json_value, ChangeError, ChangeLog};
+use crate::engine::{Audience, Cause, Config, Event, JsonMap, Kind, Realtime, Saved};
+
+/// Errors of the service.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The change stream failed.
+    #[error(transparent)]
+    Changes(#[from] ChangeError),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] portrait_store::StoreError),
+    /// A state file could not be read or written.
+    #[error("{path}: {reason}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The worker has stopped.
+    #[error("the real-time worker has stopped")]
+    Stopped,
+}
+
+/// Service settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Engine settings.
+    pub config: Config,
+    /// Time between state snapshots.
+    pub snapshot_every_ms: u64,
+    /// Time between rebuilds of profiles that received events beyond the lateness bound.
+    pub refresh_every_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            config: Config::default(),
+            snapshot_every_ms: 60_000,
+            refresh_every_ms: 60_000,
+        }
+    }
+}
+
+enum Msg {
+    Applied(Vec<Applied>),
+    Rebuild(Vec<u32>, SyncSender<()>),
+    Forget(Vec<u32>, SyncSender<Result<u64, ChangeError>>),
+    Reload(Box<(Plan, Vec<Audience>)>, SyncSender<()>),
+    Snapshot(SyncSender<Result<(), ServiceError>>),
+    Flush(SyncSender<()>),
+    Stop,
+}
+
+const SNAPSHOT_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    fingerprint: u64,
+    tag_names: Vec<String>,
+    audience_names: Vec<String>,
+    /// Offset of the last event applied (`None`: none yet).
+    last_offset: Option<u64>,
+    /// The last change cursor published when the snapshot was taken.
+    change_seq: u64,
+    /// Unmerges of the store when the snapshot was taken.
+    unmerges: u64,
+    saved: Saved,
+}
+
+/// A fingerprint of what the engine maintains (a changed definition invalidates states).
+fn fingerprint(plan: &Plan, audiences: &[Audience]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(format!("{plan:?}|{audiences:?}").as_bytes())
+}
+
+/// Counters and sizes for `GET /api/v1/realtime`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Realtime tags maintained.
+    pub tags: Vec<String>,
+    /// Audiences maintained.
+    pub audiences: Vec<String>,
+    /// Profiles with state.
+    pub profiles: usize,
+    /// Engine counters.
+    pub counters: crate::engine::Counters,
+    /// Newest change cursor.
+    pub last_change: u64,
+    /// Oldest retained change cursor.
+    pub first_change: u64,
+    /// Groups waiting for the worker.
+    pub queued: u64,
+    /// The lateness bound, ms.
+    pub lateness_ms: i64,
+}
+
+/// The running service.
+pub struct Service {
+    store: Arc<Engine>,
+    rt: Arc<RwLock<Realtime>>,
+    changes: Arc<ChangeLog>,
+    tx: Sender<Msg>,
+    queued: Arc<AtomicU64>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn traits_reader(store: &Engine) -> impl Fn(u32) -> Option<JsonMap> + '_ {
+    move |id| store.state().book.get(id).map(|p| p.tag_traits())
+}
+
+fn source_name(store: &Engine, m: &Message) -> String {
+    store.sources().name(m.source).to_string()
+}
+
+/// The profile a stored message belongs to now.
+fn owner(store: &Engine, m: &Message) -> Option<u32> {
+    let state = store.state();
+    m.identifiers
+        .iter()
+        .find_map(|id| state.book.by_identifier(id))
+        .and_then(|p| state.book.resolve(p))
+}
+
+fn read_snapshot(path: &Path) -> Option<Snapshot> {
+    let bytes = std::fs::read(path).ok()?;
+    match bincode::deserialize::<Snapshot>(&bytes) {
+        Ok(s) if s.version == SNAPSHOT_VERSION => Some(s),
+        _ => {
+            tracing::warn!(path = %path.display(), "real-time snapshot unusable; rebuilding");
+            None
+        }
+    }
+}
+
+fn write_snapshot(path: &Path, snap: &Snapshot) -> Result<(), ServiceError> {
+    let err = |e: &dyn std::fmt::Display| ServiceError::State {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let bytes = bincode::serialize(snap).map_err(|e| err(&e))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &bytes).map_err(|e| err(&e))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| err(&e))?;
+    std::fs::rename(&tmp, path).map_err(|e| err(&e))
+}
+
+/// A profile's events from the store, in log order.
+fn events_of(store: &Engine, profile: u32) -> Vec<(u64, Message, String)> {
+    let refs: Vec<u64> = {
+        let state = store.state();
+        match state.book.get(profile) {
+            Some(p) => p.events.iter().map(|(_, r)| *r).collect(),
+            None => return Vec::new(),
+        }
+    };
+    refs.into_iter()
+        .filter_map(|r| {
+            let m = store.read_event(r).ok()?;
+            let s = source_name(store, &m);
+            Some((r, m, s))
+        })
+        .collect()
+}
+
+struct Worker {
+    store: Arc<Engine>,
+    rt: Arc<RwLock<Realtime>>,
+    changes: Arc<ChangeLog>,
+    queued: Arc<AtomicU64>,
+    options: Options,
+    path: PathBuf,
+    last_offset: Option<u64>,
+    dirty: bool,
+}
+
+impl Service {
+    /// Starts the service for `plan` (every tag of it realtime) and `audiences` on the store,
+    /// under `dir` (`DATA/realtime`), recovering what a previous run left.
+    pub fn start(
+        store: Arc<Engine>,
+        dir: &Path,
+        plan: Plan,
+        audiences: Vec<Audience>,
+        options: Options,
+    ) -> Result<Arc<Service>, ServiceError> {
+        std::fs::create_dir_all(dir).map_err(|e| ServiceError::State {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let changes = Arc::new(ChangeLog::open(&dir.join("changes"))?);
+        let path = dir.join("state.bin");
+        let started = std::time::Instant::now();
+        // Listen before recovering, so nothing committed meanwhile is missed; the worker skips
+        // what the recovery already replayed.
+        let (tx, rx) = channel();
+        let queued = Arc::new(AtomicU64::new(0));
+        {
+            let (tx, queued) = (tx.clone(), queued.clone());
+            store.set_observer(Some(Arc::new(move |applied: Vec<Applied>| {
+                queued.fetch_add(1, Ordering::Relaxed);
+                let _ = tx.send(Msg::Applied(applied));
+            })));
+        }
+        let (rt, last_offset) = recover(&store, &changes, &path, plan, audiences, options)?;
+        tracing::info!(
+            profiles = rt.profiles(),
+            ms = started.elapsed().as_millis() as u64,
+            "real-time state recovered"
+        );
+        let rt = Arc::new(RwLock::new(rt));
+        let mut worker = Worker {
+            store: store.clone(),
+            rt: rt.clone(),
+            changes: changes.clone(),
+            queued: queued.clone(),
+            options,
+            path,
+            last_offset,
+            dirty: true,
+        };
+        worker.publish();
+        let handle = std::thread::Builder::new()
+            .name("portrait-realtime".into())
+            .spawn(move || worker.run(rx))
+            .map_err(|e| ServiceError::State {
+                path: dir.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        let service = Arc::new(Service {
+            store: store.clone(),
+            rt,
+            changes,
+            tx,
+            queued,
+            worker: Mutex::new(Some(handle)),
+        });
+        Ok(service)
+    }
+
+    /// The engine, for reads (values, memberships).
+    pub fn engine(&self) -> RwLockReadGuard<'_, Realtime> {
+        self.rt.read()
+    }
+
+    /// The change stream.
+    pub fn changes(&self) -> &Arc<ChangeLog> {
+        &self.changes
+    }
+
+    /// A profile's realtime tag values as JSON, by name.
+    pub fn values_json(&self, profile: u32) -> Vec<(String, serde_json::Value)> {
+        self.rt
+            .read()
+            .values(profile)
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), crate::changes::value_json(&v)))
+            .collect()
+    }
+
+    /// Counters and sizes.
+    pub fn status(&self) -> Status {
+        let rt = self.rt.read();
+        Status {
+            tags: rt.plan().tags.iter().map(|t| t.name.clone()).collect(),
+            audiences: rt.audiences().iter().map(|a| a.name.clone()).collect(),
+            profiles: rt.profiles(),
+            counters: rt.counters(),
+            last_change: self.changes.last_seq(),
+            first_change: self.changes.first_seq(),
+            queued: self.queued.load(Ordering::Relaxed),
+            lateness_ms: rt_lateness(&rt),
+        }
+    }
+
+    fn call<T>(&self, make: impl FnOnce(SyncSender<T>) -> Msg) -> Result<T, ServiceError> {
+        let (tx, rx) = sync_channel(1);
+        self.tx.send(make(tx)).map_err(|_| ServiceError::Stopped)?;
+        rx.recv().map_err(|_| ServiceError::Stopped)
+    }
+
+    /// Rebuilds profiles from their events (after an unmerge); ids no longer live leave.
+    pub fn rebuild(&self, profiles: Vec<u32>) -> Result<(), ServiceError> {
+        self.call(|tx| Msg::Rebuild(profiles, tx))
+    }
+
+    /// Forgets erased profiles: their state, and every change of theirs in the stream.
+    /// Returns the change lines removed.
+    pub fn forget(&self, profiles: Vec<u32>) -> Result<u64, ServiceError> {
+        Ok(self.call(|tx| Msg::Forget(profiles, tx))??)
+    }
+
+    /// Replaces the definitions: every profile is rebuilt from its events and what differs
+    /// from the published values is published (cause `rebuild`).
+    pub fn reload(&self, plan: Plan, audiences: Vec<Audience>) -> Result<(), ServiceError> {
+        self.call(|tx| Msg::Reload(Box::new((plan, audiences)), tx))
+    }
+
+    /// Waits until everything queued so far is applied and published.
+    pub fn flush(&self) -> Result<(), ServiceError> {
+        self.call(Msg::Flush)
+    }
+
+    /// Writes a snapshot now.
+    pub fn snapshot(&self) -> Result<(), ServiceError> {
+        self.call(Msg::Snapshot)?
+    }
+
+    /// Stops the worker after the work queued so far, writing a snapshot.
+    pub fn stop(&self) {
+        self.store.set_observer(None);
+        let _ = self.tx.send(Msg::Stop);
+        if let Some(h) = self.worker.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn rt_lateness(rt: &Realtime) -> i64 {
+    rt.config().lateness_ms
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Builds the engine from the snapshot and the logs (see the module docs).
+fn recover(
+    store: &Arc<Engine>,
+    changes: &ChangeLog,
+    path: &Path,
+    plan: Plan,
+    audiences: Vec<Audience>,
+    options: Options,
+) -> Result<(Realtime, Option<u64>), ServiceError> {
+    let fp = fingerprint(&plan, &audiences);
+    let now = portrait_core::time::now();
+    let mut rt = Realtime::new(plan, audiences, options.config, now);
+    let unmerges = store.state().stats.unmerges;
+    let snap = read_snapshot(path);
+    let change_seq = snap.as_ref().map_or(0, |s| s.change_seq);
+    // The values published as of the snapshot, by (profile, kind, name).
+    let mut published: HashMap<u32, Vec<(Kind, String, Value)>> = HashMap::new();
+    let mut from = None;
+    let mut resume = false;
+    if let Some(s) = snap {
+        for (id, st) in &s.saved.profiles {
+            let list = published.entry(*id).or_default();
+            for (n, v) in s.tag_names.iter().zip(st.values()) {
+                list.push((Kind::Tag, n.clone(), v.clone()));
+            }
+            for (n, m) in s.audience_names.iter().zip(st.members()) {
+                list.push((Kind::Audience, n.clone(), Value::Bool(*m)));
+            }
+        }
+        if s.fingerprint == fp && s.unmerges == unmerges {
+            from = s.last_offset;
+            resume = true;
+            rt.import(s.saved);
+        }
+    }
+    let traits = traits_reader(store);
+    // States of profiles merged or erased since the snapshot.
+    if resume {
+        let ids = rt.profile_ids();
+        for id in ids {
+            let live = store.state().book.resolve(id);
+            match live {
+                Some(s) if s == id => {}
+                Some(s) => rt.merge(s, id, &traits),
+                None => rt.forget(id),
+            }
+        }
+    }
+    // The events after the snapshot (all of them without one).
+    let mut last_offset = from;
+    let start = if resume { from.unwrap_or(0) } else { 0 };
+    store.scan_from(start, |offset, m| {
+        if resume && from == Some(offset) {
+            return Ok(true);
+        }
+        if let Some(p) = owner(store, &m) {
+            let source = source_name(store, &m);
+            rt.replay(p, &Event::from_message(offset, &m, &source));
+        }
+        last_offset = Some(offset);
+        Ok(true)
+    })?;
+    rt.take_changes();
+    // What was published: the snapshot's values, then every later change.
+    rt.reset_published(|id| published.remove(&id));
+    for r in changes.records_after(change_seq)? {
+        if store.state().book.resolve(r.profile) != Some(r.profile) {
+            continue;
+        }
+        let ty = match r.kind {
+            Kind::Tag => rt
+                .plan()
+                .tags
+                .iter()
+                .find(|t| t.name == r.name)
+                .map(|t| t.value_type),
+            Kind::Audience => Some(portrait_tags::value::Type::Bool),
+        };
+        if let Some(ty) = ty {
+            rt.set_value(r.profile, r.kind, &r.name, json_value(&r.new, ty));
+        }
+    }
+    rt.settle_all(Cause::Recovery, &traits);
+    Ok((rt, last_offset))
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<Msg>) {
+        let mut last_snapshot = std::time::Instant::now();
+        let mut last_refresh = std::time::Instant::now();
+        loop {
+            let wait = {
+                let rt = self.rt.read();
+                let now = portrait_core::time::now();
+                let timer = rt
+                    .next_due()
+                    .map_or(1_000, |t| (t - now).clamp(0, 1_000) as u64);
+                timer.max(1)
+            };
+            let msg = match rx.recv_timeout(Duration::from_millis(wait)) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut stop = false;
+            if let Some(first) = msg {
+                // Take everything waiting: one lock, one sync of the change stream.
+                let mut batch = vec![first];
+                while let Ok(m) = rx.try_recv() {
+                    batch.push(m);
+                    if batch.len() >= 256 {
+                        break;
+                    }
+                }
+                for m in batch {
+                    stop |= self.handle(m);
+                }
+            }
+            self.advance();
+            self.publish();
+            if last_refresh.elapsed().as_millis() as u64 >= self.options.refresh_every_ms {
+                last_refresh = std::time::Instant::now();
+                let stale = self.rt.write().take_stale();
+                if !stale.is_empty() {
+                    tracing::info!(
+                        profiles = stale.len(),
+                        "rebuilding profiles with late events"
+                    );
+                    self.rebuild(&stale);
+                    self.publish();
+                }
+            }
+            if stop {
+                break;
+            }
+            if self.dirty
+                && last_snapshot.elapsed().as_millis() as u64 >= self.options.snapshot_every_ms
+            {
+                last_snapshot = std::time::Instant::now();
+                if let Err(e) = self.snapshot() {
+                    tracing::error!(error = %e, "real-time snapshot failed");
+                }
+            }
+        }
+        self.publish();
+        if let Err(e) = self.snapshot() {
+            tracing::error!(error = %e, "real-time snapshot at shutdown failed");
+        }
+    }
+
+    /// Handles one message; true to stop.
+    fn handle(&mut self, m: Msg) -> bool {
+        match m {
+            Msg::Applied(group) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                self.apply(group);
+            }
+            Msg::Rebuild(ids, reply) => {
+                self.rebuild(&ids);
+                self.publish();
+                let _ = reply.send(());
+            }
+            Msg::Forget(ids, reply) => {
+                self.publish();
+                {
+                    let mut rt = self.rt.write();
+                    for id in &ids {
+                        rt.forget(*id);
+                    }
+                }
+                self.dirty = true;
+                let r = self.changes.erase(&ids);
+                // The snapshot holds the person's state: replace it now.
+                if let Err(e) = self.snapshot() {
+                    tracing::error!(error = %e, "real-time snapshot after erasure failed");
+                }
+                let _ = reply.send(r);
+            }
+            Msg::Reload(b, reply) => {
+                let (plan, audiences) = *b;
+                self.reload(plan, audiences);
+                self.publish();
+                let _ = reply.send(());
+            }
+            Msg::Snapshot(reply) => {
+                self.publish();
+                let _ = reply.send(self.snapshot());
+            }
+            Msg::Flush(reply) => {
+                self.advance();
+                self.publish();
+                let _ = reply.send(());
+            }
+            Msg::Stop => return true,
+        }
+        false
+    }
+
+    fn apply(&mut self, group: Vec<Applied>) {
+        let store = self.store.clone();
+        let traits = traits_reader(&store);
+        let now = portrait_core::time::now();
+        let mut rt = self.rt.write();
+        for a in &group {
+            if self.last_offset.is_some_and(|last| a.offset <= last) {
+                continue; // replayed by the recovery already
+            }
+            let source = store.sources().name(a.message.source).to_string();
+            let ev = Event::from_message(a.offset, &a.message, &source);
+            rt.apply(a.profile, &a.merged, &ev, now, &traits);
+            self.last_offset = Some(a.offset);
+        }
+        self.dirty = true;
+    }
+
+    fn advance(&mut self) {
+        let store = self.store.clone();
+        let traits = traits_reader(&store);
+        let now = portrait_core::time::now();
+        let due = self.rt.read().next_due().is_some_and(|t| t <= now);
+        if due {
+            self.rt.write().advance(now, &traits);
+            self.dirty = true;
+        }
+    }
+
+    fn rebuild(&mut self, ids: &[u32]) {
+        let store = self.store.clone();
+        let traits = traits_reader(&store);
+        let now = portrait_core::time::now();
+        for &id in ids {
+            let live = store.state().book.resolve(id) == Some(id);
+            if !live {
+                self.rt.write().retire(id);
+                continue;
+            }
+            let events = events_of(&store, id);
+            self.rt.write().rebuild(
+                id,
+                events
+                    .iter()
+                    .map(|(off, m, s)| Event::from_message(*off, m, s)),
+                now,
+                &traits,
+            );
+        }
+        self.dirty = true;
+    }
+
+    fn reload(&mut self, plan: Plan, audiences: Vec<Audience>) {
+        let store = self.store.clone();
+        let traits = traits_reader(&store);
+        let now = portrait_core::time::now();
+        let config = self.rt.read().config();
+        let mut fresh = Realtime::new(plan, audiences, config, now);
+        let old = self.rt.read().published_by_name();
+        let mut last = None;
+        let scanned = store.scan_from(0, |offset, m| {
+            if let Some(p) = owner(&store, &m) {
+                let source = source_name(&store, &m);
+                fresh.replay(p, &Event::from_message(offset, &m, &source));
+            }
+            last = Some(offset);
+            Ok(true)
+        });
+        if let Err(e) = scanned {
+            tracing::error!(error = %e, "reading the event log for new real-time definitions failed");
+            return;
+        }
+        let mut old = old;
+        fresh.reset_published(|id| old.remove(&id));
+        fresh.settle_all(Cause::Rebuild, &traits);
+        *self.rt.write() = fresh;
+        self.last_offset = last.or(self.last_offset);
+        self.dirty = true;
+    }
+
+    /// Appends the engine's pending changes to the stream (synced).
+    fn publish(&mut self) {
+        let changes = self.rt.write().take_changes();
+        if changes.is_empty() {
+            return;
+        }
+        if let Err(e) = self.changes.append(&changes) {
+            // The values stay in the engine; the next recovery re-derives what was lost.
+            tracing::error!(error = %e, lost = changes.len(), "change stream write failed");
+        }
+    }
+
+    fn snapshot(&mut self) -> Result<(), ServiceError> {
+        let snap = {
+            let rt = self.rt.read();
+            Snapshot {
+                version: SNAPSHOT_VERSION,
+                fingerprint: fingerprint(rt.plan(), rt.audiences()),
+                tag_names: rt.plan().tags.iter().map(|t| t.name.clone()).collect(),
+                audience_names: rt.audiences().iter().map(|a| a.name.clone()).collect(),
+                last_offset: self.last_offset,
+                change_seq: self.changes.last_seq(),
+                unmerges: self.store.state().stats.unmerges,
+                saved: rt.export(),
+            }
+        };
+        write_snapshot(&self.path, &snap)?;
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+/// Erasure while no server runs: removes the profiles' changes from the stream under `dir`
+/// (`DATA/realtime`) and drops the state snapshot, which held their state (the next start
+/// rebuilds it from the log, where the erased events are gone). Returns the lines removed.
+pub fn erase_offline(dir: &Path, profiles: &[u32]) -> Result<u64, ServiceError> {
+    if !dir.exists() {
+        return Ok(0);
+    }
+    let removed = ChangeLog::open(&dir.join("changes"))?.erase(profiles)?;
+    let state = dir.join("state.bin");
+    match std::fs::remove_file(&state) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(ServiceError::State {
+                path: state,
+                reason: e.to_string(),
+            })
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,342 @@
+//! Per-profile aggregate state: what one event changes and what a value is at an instant.
+//!
+//! An aggregate over all time folds events into a constant-size state (a count, a sum, the
+//! best value with its `(timestamp, offset)`, or a bag of values with counts). An aggregate
+//! over a window keeps the matching events still inside (or yet to enter) the window as
+//! entries sorted by `(timestamp, offset)` and folds them when read; entries that can never be
+//! in the window again are pruned. Both give exactly the batch value for any `as_of` at or
+//! after the engine's clock, whatever order the events arrived in.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use chrono::{Days, TimeZone};
+use chrono_tz::Tz;
+use portrait_tags::eval::{compare_values, in_window, local_date};
+use portrait_tags::ir::{AggFunc, Window};
+use portrait_tags::value::Value;
+use serde::{Deserialize, Serialize};
+
+/// One matching event of a windowed aggregate (or of a not-yet-due event).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Event time, ms.
+    pub ts: i64,
+    /// Log offset (orders equal timestamps).
+    pub offset: u64,
+    /// The aggregate's argument on this event (null for count and the time aggregates).
+    pub arg: Value,
+}
+
+/// The state of one aggregate for one profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SlotState {
+    /// `count` over all time.
+    Count(u64),
+    /// `sum` / `avg` over all time: the sum and how many values it holds.
+    Sum(f64, u64),
+    /// `min`, `max`, `first`, `last` and the time aggregates over all time: the best value
+    /// and the event that gave it.
+    Best(Value, i64, u64),
+    /// `count_distinct` / `most_frequent` over all time: values and their counts.
+    Bag(Vec<(Value, u64)>),
+    /// Any aggregate over a window: the matching events, sorted by `(ts, offset)`.
+    Entries(Vec<Entry>),
+}
+
+/// How an aggregate is kept (derived from the plan once).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotSpec {
+    /// The function.
+    pub func: AggFunc,
+    /// The window.
+    pub window: Window,
+}
+
+impl SlotSpec {
+    /// An empty state.
+    pub fn empty(&self) -> SlotState {
+        if self.window != Window::All {
+            return SlotState::Entries(Vec::new());
+        }
+        match self.func {
+            AggFunc::Count => SlotState::Count(0),
+            AggFunc::Sum | AggFunc::Avg => SlotState::Sum(0.0, 0),
+            AggFunc::CountDistinct | AggFunc::MostFrequent => SlotState::Bag(Vec::new()),
+            _ => SlotState::Best(Value::Null, i64::MIN, 0),
+        }
+    }
+
+    /// Whether `arg` counts at all (every function but count and the time aggregates skips
+    /// null arguments).
+    fn takes(&self, arg: &Value) -> bool {
+        matches!(
+            self.func,
+            AggFunc::Count | AggFunc::FirstTime | AggFunc::LastTime
+        ) || !arg.is_null()
+    }
+
+    /// Folds one matching event into `st`. Returns whether the state changed.
+    pub fn push(&self, st: &mut SlotState, e: Entry) -> bool {
+        if !self.takes(&e.arg) {
+            return false;
+        }
+        match st {
+            SlotState::Entries(v) => {
+                let key = (e.ts, e.offset);
+                let at = v.partition_point(|x| (x.ts, x.offset) < key);
+                if v.get(at).is_some_and(|x| (x.ts, x.offset) == key) {
+                    return false;
+                }
+                v.insert(at, e);
+                true
+            }
+            SlotState::Count(n) => {
+                *n += 1;
+                true
+            }
+            SlotState::Sum(s, n) => match e.arg.as_num() {
+                Some(x) => {
+                    *s += x;
+                    *n += 1;
+                    true
+                }
+                None => false,
+            },
+            SlotState::Best(v, ts, off) => {
+                let arg = match self.func {
+                    AggFunc::FirstTime | AggFunc::LastTime => Value::Time(e.ts),
+                    _ => e.arg,
+                };
+                if better(self.func, (&arg, e.ts, e.offset), (v, *ts, *off)) {
+                    *v = arg;
+                    *ts = e.ts;
+                    *off = e.offset;
+                    true
+                } else {
+                    false
+                }
+            }
+            SlotState::Bag(bag) => {
+                match bag
+                    .iter_mut()
+                    .find(|(v, _)| compare_values(v, &e.arg) == Some(Ordering::Equal))
+                {
+                    Some((_, n)) => *n += 1,
+                    None => bag.push((e.arg, 1)),
+                }
+                true
+            }
+        }
+    }
+
+    /// Combines `other` (another profile's state for the same aggregate) into `st`.
+    pub fn merge(&self, st: &mut SlotState, other: SlotState) {
+        match (st, other) {
+            (SlotState::Entries(a), SlotState::Entries(b)) => {
+                for e in b {
+                    let key = (e.ts, e.offset);
+                    let at = a.partition_point(|x| (x.ts, x.offset) < key);
+                    if a.get(at).is_none_or(|x| (x.ts, x.offset) != key) {
+                        a.insert(at, e);
+                    }
+                }
+            }
+            (SlotState::Count(a), SlotState::Count(b)) => *a += b,
+            (SlotState::Sum(s, n), SlotState::Sum(s2, n2)) => {
+                *s += s2;
+                *n += n2;
+            }
+            (SlotState::Best(v, ts, off), SlotState::Best(v2, ts2, off2)) => {
+                if !v2.is_null() && better(self.func, (&v2, ts2, off2), (v, *ts, *off)) {
+                    *v = v2;
+                    *ts = ts2;
+                    *off = off2;
+                }
+            }
+            (SlotState::Bag(a), SlotState::Bag(b)) => {
+                for (val, n) in b {
+                    match a
+                        .iter_mut()
+                        .find(|(v, _)| compare_values(v, &val) == Some(Ordering::Equal))
+                    {
+                        Some((_, m)) => *m += n,
+                        None => a.push((val, n)),
+                    }
+                }
+            }
+            (st, other) => *st = other,
+        }
+    }
+
+    /// The aggregate's value at `now` (same semantics as the batch engines).
+    pub fn value(&self, st: &SlotState, now: i64, tz: Tz) -> Value {
+        match st {
+            SlotState::Count(n) => Value::Num(*n as f64),
+            SlotState::Sum(s, n) => match self.func {
+                AggFunc::Avg if *n == 0 => Value::Null,
+                AggFunc::Avg => Value::Num(*s / *n as f64),
+                _ => Value::Num(*s),
+            },
+            SlotState::Best(v, _, _) => v.clone(),
+            SlotState::Bag(bag) => match self.func {
+                AggFunc::CountDistinct => Value::Num(bag.len() as f64),
+                _ => most_frequent(bag.iter().map(|(v, n)| (v, *n))),
+            },
+            SlotState::Entries(v) => {
+                let inside = &v[self.window_range(v, now, tz)];
+                debug_assert!(inside
+                    .iter()
+                    .all(|e| in_window(&self.window, e.ts, now, tz)));
+                match self.func {
+                    AggFunc::Count => Value::Num(inside.len() as f64),
+                    AggFunc::Sum => Value::Num(inside.iter().filter_map(|e| e.arg.as_num()).sum()),
+                    _ => {
+                        let mut fold = self.empty_fold();
+                        for e in inside {
+                            self.push(&mut fold, e.clone());
+                        }
+                        self.value(&fold, now, tz)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The entries inside the window at `now`: a contiguous range, since entries are sorted by
+    /// time and every window is an interval of time.
+    fn window_range(&self, v: &[Entry], now: i64, tz: Tz) -> std::ops::Range<usize> {
+        // Entries with `lo < ts ≤ hi` (or `lo ≤ ts` for calendar windows).
+        let (lo, inclusive, hi) = match self.window {
+            Window::All => (i64::MIN, true, now),
+            Window::Rolling { ms } => (now.saturating_sub(ms), false, now),
+            Window::Ago { from_ms, to_ms } => (
+                now.saturating_sub(from_ms),
+                false,
+                now.saturating_sub(to_ms),
+            ),
+            Window::Calendar { days } => {
+                let start = local_date(now, tz)
+                    .and_then(|d| d.checked_sub_days(Days::new(u64::from(days) - 1)))
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+                    .and_then(|d| tz.from_local_datetime(&d).earliest())
+                    .map_or(i64::MIN, |d| d.timestamp_millis());
+                (start, true, now)
+            }
+        };
+        let a = if inclusive {
+            v.partition_point(|e| e.ts < lo)
+        } else {
+            v.partition_point(|e| e.ts <= lo)
+        };
+        let b = v.partition_point(|e| e.ts <= hi).max(a);
+        a..b
+    }
+
+    /// The all-time state a window's entries fold into.
+    fn empty_fold(&self) -> SlotState {
+        SlotSpec {
+            func: self.func,
+            window: Window::All,
+        }
+        .empty()
+    }
+
+    /// Drops entries that can never be inside the window at `now` or later. Returns whether
+    /// the state is now empty.
+    pub fn prune(&self, st: &mut SlotState, now: i64, tz: Tz) -> bool {
+        match st {
+            SlotState::Entries(v) => {
+                let keep = v
+                    .iter()
+                    .position(|e| leaves(&self.window, e.ts, tz) > now)
+                    .unwrap_or(v.len());
+                v.drain(..keep);
+                v.is_empty()
+            }
+            _ => false,
+        }
+    }
+
+    /// The first instant after `now` at which the window's contents change (an entry enters
+    /// or leaves), if any.
+    pub fn next_change(&self, st: &SlotState, now: i64, tz: Tz) -> Option<i64> {
+        let SlotState::Entries(v) = st else {
+            return None;
+        };
+        // Both instants grow with the entry's time: the first entry past `now` gives each.
+        let enter = v
+            .get(v.partition_point(|e| enters(&self.window, e.ts) <= now))
+            .map(|e| enters(&self.window, e.ts));
+        let leave = v
+            .get(v.partition_point(|e| leaves(&self.window, e.ts, tz) <= now))
+            .map(|e| leaves(&self.window, e.ts, tz));
+        enter.into_iter().chain(leave).min()
+    }
+}
+
+/// Whether `(a, ts, off)` replaces the current best `(b, bts, boff)` for `func`.
+fn better(func: AggFunc, a: (&Value, i64, u64), b: (&Value, i64, u64)) -> bool {
+    if b.0.is_null() {
+        return true;
+    }
+    match func {
+        AggFunc::Min => compare_values(a.0, b.0) == Some(Ordering::Less),
+        AggFunc::Max => compare_values(a.0, b.0) == Some(Ordering::Greater),
+        AggFunc::First | AggFunc::FirstTime => (a.1, a.2) < (b.1, b.2),
+        _ => (a.1, a.2) > (b.1, b.2),
+    }
+}
+
+/// The most frequent value; ties go to the least value; null when empty.
+fn most_frequent<'a>(bag: impl Iterator<Item = (&'a Value, u64)>) -> Value {
+    let mut best: Option<(&Value, u64)> = None;
+    for (v, n) in bag {
+        best = match best {
+            Some((bv, bn))
+                if n < bn || (n == bn && compare_values(v, bv) != Some(Ordering::Less)) =>
+            {
+                Some((bv, bn))
+            }
+            _ => Some((v, n)),
+        };
+    }
+    best.map_or(Value::Null, |(v, _)| v.clone())
+}
+
+/// The first `as_of` at which an event at `ts` is inside `window`.
+pub fn enters(window: &Window, ts: i64) -> i64 {
+    match *window {
+        Window::Ago { to_ms, .. } => ts.saturating_add(to_ms),
+        _ => ts,
+    }
+}
+
+/// The first `as_of` at which an event at `ts` has left `window` for good (`i64::MAX` for
+/// all time).
+pub fn leaves(window: &Window, ts: i64, tz: Tz) -> i64 {
+    match *window {
+        Window::All => i64::MAX,
+        Window::Rolling { ms } => ts.saturating_add(ms),
+        Window::Ago { from_ms, .. } => ts.saturating_add(from_ms),
+        Window::Calendar { days } => local_date(ts, tz)
+            .and_then(|d| d.checked_add_days(Days::new(u64::from(days))))
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .and_then(|d| tz.from_local_datetime(&d).earliest())
+            .map_or(i64::MAX, |d| d.timestamp_millis()),
+    }
+}
+
+/// The start of the local day after the one holding `now`.
+pub fn next_local_midnight(now: i64, tz: Tz) -> i64 {
+    local_date(now, tz)
+        .and_then(|d| d.checked_add_days(Days::new(1)))
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .and_then(|d| tz.from_local_datetime(&d).earliest())
+        .map_or(i64::MAX, |d| d.timestamp_millis())
+}
+
+/// A string value shared cheaply.
+pub fn str_value(s: &str) -> Value {
+    Value::Str(Arc::from(s))
+}
