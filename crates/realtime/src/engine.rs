@@ -93,7 +93,7 @@ pub enum Cause {
         /// Its log offset.
         offset: u64,
         /// Its message id.
-        message_id: String,
+        message_id: Arc<str>,
     },
     /// Time passed (a window slid, a day went by).
     Timer,
@@ -797,7 +797,7 @@ impl Realtime {
         let slots = self.fold(&mut st, ev);
         let cause = Cause::Event {
             offset: ev.offset,
-            message_id: ev.message_id.to_string(),
+            message_id: Arc::from(ev.message_id),
         };
         self.settle(
             profile,

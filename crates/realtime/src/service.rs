@@ -206,6 +206,8 @@ struct Worker {
     path: PathBuf,
     last_offset: Option<u64>,
     dirty: bool,
+    /// The store's expiry count last acted on.
+    expired_seen: u64,
 }
 
 impl Service {
@@ -252,6 +254,7 @@ impl Service {
             path,
             last_offset,
             dirty: true,
+            expired_seen: store.expired_since_open(),
         };
         worker.publish();
         let handle = std::thread::Builder::new()
@@ -482,6 +485,18 @@ impl Worker {
             self.publish();
             if last_refresh.elapsed().as_millis() as u64 >= self.options.refresh_every_ms {
                 last_refresh = std::time::Instant::now();
+                // Retention removed events: what was folded from them must go too.
+                let expired = self.store.expired_since_open();
+                if expired != self.expired_seen {
+                    self.expired_seen = expired;
+                    let (plan, audiences) = {
+                        let rt = self.rt.read();
+                        (rt.plan().clone(), rt.audiences().to_vec())
+                    };
+                    tracing::info!(expired, "rebuilding real-time state after retention");
+                    self.reload(plan, audiences);
+                    self.publish();
+                }
                 let stale = self.rt.write().take_stale();
                 if !stale.is_empty() {
                     tracing::info!(

@@ -475,7 +475,7 @@ fn changes_name_the_cause_and_the_timer_turns_a_rule_off() {
         .expect("high_intent turned on");
     assert_eq!(on.new, Value::Bool(true));
     assert!(
-        matches!(&on.cause, portrait_realtime::Cause::Event { message_id, .. } if message_id == "cart")
+        matches!(&on.cause, portrait_realtime::Cause::Event { message_id, .. } if message_id.as_ref() == "cart")
     );
     assert!(changes
         .iter()

@@ -185,6 +185,7 @@ pub struct Engine {
     tx: SyncSender<Job>,
     committer: Mutex<Option<JoinHandle<()>>>,
     observer: Arc<RwLock<Option<Observer>>>,
+    expired: std::sync::atomic::AtomicU64,
     _lock: File,
 }
 
@@ -429,6 +430,7 @@ impl Engine {
             tx,
             committer: Mutex::new(Some(handle)),
             observer,
+            expired: std::sync::atomic::AtomicU64::new(0),
             _lock: lock,
         })
     }
@@ -606,9 +608,17 @@ impl Engine {
             }
         }
         if report.expired > 0 {
+            self.expired
+                .fetch_add(report.expired, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(events = report.expired, as_of, "retention periods applied");
         }
         Ok(report)
+    }
+
+    /// Events expired by retention since the engine opened (derived state built from events,
+    /// such as the real-time engine, rebuilds when it moves).
+    pub fn expired_since_open(&self) -> u64 {
+        self.expired.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Starts a new data key for new records and re-encrypts every record in place under it,
