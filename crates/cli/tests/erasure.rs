@@ -4,54 +4,10 @@
 
 mod common;
 
-use common::{add_source, portrait, Server};
+use common::{add_source, all_text, portrait, Server};
 use serde_json::json;
 
 const KEY: &str = "app-write-key";
-
-/// Every file under `dir` as text: Parquet files decoded cell by cell, others as raw bytes.
-fn all_text(dir: &std::path::Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("dir") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let text = if p.extension().is_some_and(|x| x == "parquet") {
-                parquet_text(&p)
-            } else {
-                String::from_utf8_lossy(&std::fs::read(&p).expect("read")).to_string()
-            };
-            out.push((p.display().to_string(), text));
-        }
-    }
-    out
-}
-
-fn parquet_text(path: &std::path::Path) -> String {
-    use arrow::array::Array;
-    let f = std::fs::File::open(path).expect("open");
-    let mut text = String::new();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-        .expect("parquet")
-        .build()
-        .expect("reader");
-    for batch in reader {
-        let batch = batch.expect("batch");
-        for col in batch.columns() {
-            for i in 0..col.len() {
-                text.push_str(
-                    &arrow::util::display::array_value_to_string(col, i).unwrap_or_default(),
-                );
-                text.push('\n');
-            }
-        }
-    }
-    text
-}
 
 #[test]
 fn an_erased_person_is_gone_from_every_file_and_stays_gone() {

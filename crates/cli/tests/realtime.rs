@@ -223,6 +223,20 @@ fn realtime_tags_update_per_event_and_with_time_and_survive_kill_9() {
     let p = s.admin_get(&format!("/api/v1/profiles/{id}")).json();
     assert_eq!(p["audiences"], json!(["hot_buyers"]), "{p}");
 
+    // Readers can ask for the changes of some names or one kind only.
+    let only = s
+        .admin_get("/api/v1/changes?since=0&names=hot_buyers,nothing")
+        .json();
+    let only = only["changes"].as_array().expect("changes");
+    assert!(!only.is_empty() && only.iter().all(|c| c["name"] == "hot_buyers"));
+    let tags_only = s.admin_get("/api/v1/changes?since=0&kind=tag").json();
+    assert!(tags_only["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .all(|c| c["kind"] == "tag"));
+    assert_eq!(s.admin_get("/api/v1/changes?kind=person").status, 400);
+
     // Server-sent events: the stream replays from the cursor and names each event's id.
     let sse = sse_first_event(&s, before_order);
     assert!(
@@ -258,6 +272,42 @@ fn realtime_tags_update_per_event_and_with_time_and_survive_kill_9() {
     let hooks = s.admin_get("/api/v1/webhooks").json();
     assert_eq!(hooks["webhooks"][0]["failures"], 0, "{hooks}");
     assert!(hooks["webhooks"][0].get("secret").is_none());
+
+    // A merge combines the two profiles' states; an unmerge rebuilds the parts from events.
+    let m0 = s.admin_get("/api/v1/changes").json()["last"]
+        .as_u64()
+        .unwrap_or(0);
+    // In the past: an event dated after the server clock counts only once its time comes.
+    let t = now_ms() - 10_000;
+    send(&s, vec![view("u4", "u4-1", t), view("u4", "u4-2", t + 1)]);
+    let anon = |id: &str, ts: i64| {
+        json!({"type": "track", "anonymousId": "device-4", "messageId": id,
+               "event": "Product Viewed", "timestamp": iso(ts), "properties": {}})
+    };
+    send(&s, vec![anon("a4-1", t + 2), anon("a4-2", t + 3)]);
+    send(
+        &s,
+        vec![
+            json!({"type": "identify", "userId": "u4", "anonymousId": "device-4",
+                    "messageId": "link-4", "timestamp": iso(t + 4)}),
+        ],
+    );
+    let u4 = profile_id(&s, "u4");
+    let merged = wait_for(&s, m0, "high_intent after the merge", |c| {
+        c["name"] == "high_intent" && c["new"] == true && c["profile"] == u4
+    });
+    assert_eq!(merged["cause"]["type"], "merge", "{merged}");
+    let p = s.admin_get(&format!("/api/v1/profiles/{u4}")).json();
+    assert_eq!(p["tags"]["views_7d"], 4, "{p}");
+    let r = s.admin_post(
+        &format!("/api/v1/profiles/{u4}/unmerge"),
+        &json!({"type": "anonymous_id", "value": "device-4"}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let u4 = profile_id(&s, "u4");
+    let p = s.admin_get(&format!("/api/v1/profiles/{u4}")).json();
+    assert_eq!(p["tags"]["views_7d"], 2, "{p}");
+    assert_eq!(p["tags"]["high_intent"], false, "{p}");
 
     // kill -9: values, memberships and the stream are recovered; nothing is published twice.
     let all_before = changes(&s, 0);

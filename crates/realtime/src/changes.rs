@@ -99,6 +99,8 @@ pub fn json_value(j: &serde_json::Value, ty: Type) -> Value {
 struct Line {
     seq: u64,
     profile: u32,
+    kind: Kind,
+    name: Arc<str>,
     text: Arc<str>,
 }
 
@@ -165,6 +167,8 @@ impl ChangeLog {
                 recent.push_back(Line {
                     seq: r.seq,
                     profile: r.profile,
+                    kind: r.kind,
+                    name: Arc::from(r.name.as_str()),
                     text: Arc::from(text),
                 });
                 if recent.len() > RECENT {
@@ -248,6 +252,8 @@ impl ChangeLog {
             lines.push(Line {
                 seq,
                 profile: c.profile,
+                kind: c.kind,
+                name: c.name.clone(),
                 text: Arc::from(text),
             });
         }
@@ -294,27 +300,42 @@ impl ChangeLog {
     /// Up to `limit` changes after cursor `since` (0 = from the oldest retained), as JSON
     /// lines, with the cursor to resume from.
     pub fn read(&self, since: u64, limit: usize) -> Result<(Vec<Arc<str>>, u64), ChangeError> {
+        self.read_where(since, limit, &|_, _| true)
+    }
+
+    /// Like [`ChangeLog::read`], keeping only the changes `want(kind, name)` accepts; the
+    /// cursor returned is past every change looked at (at most [`SCAN`] of them per call), so a
+    /// reader that wants little still moves on.
+    pub fn read_where(
+        &self,
+        since: u64,
+        limit: usize,
+        want: &dyn Fn(Kind, &str) -> bool,
+    ) -> Result<(Vec<Arc<str>>, u64), ChangeError> {
+        let mut out = Vec::new();
+        let mut next = since;
+        let mut scanned = 0usize;
         let g = self.inner.lock();
         if g.recent.front().is_some_and(|l| l.seq <= since + 1) {
-            let lines: Vec<&Line> = g
-                .recent
-                .iter()
-                .skip_while(|l| l.seq <= since)
-                .take(limit)
-                .collect();
-            let next = lines.last().map_or(since, |l| l.seq);
-            return Ok((lines.iter().map(|l| l.text.clone()).collect(), next));
+            for l in g.recent.iter().skip_while(|l| l.seq <= since) {
+                next = l.seq;
+                scanned += 1;
+                if want(l.kind, &l.name) {
+                    out.push(l.text.clone());
+                }
+                if out.len() >= limit || scanned >= SCAN {
+                    break;
+                }
+            }
+            return Ok((out, next));
         }
         let segments = g.segments.clone();
         drop(g);
-        let mut out = Vec::new();
-        let mut next = since;
-        for (i, (first, path)) in segments.iter().enumerate() {
+        for (i, (_, path)) in segments.iter().enumerate() {
             let end = segments.get(i + 1).map_or(u64::MAX, |(f, _)| *f);
             if end != u64::MAX && end <= since + 1 {
                 continue;
             }
-            debug_assert!(*first <= end);
             let f = match File::open(path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -322,15 +343,18 @@ impl ChangeLog {
             };
             for line in BufReader::new(f).lines() {
                 let line = line.map_err(io(path))?;
-                let Ok(r) = serde_json::from_str::<SeqOnly>(&line) else {
+                let Ok(r) = serde_json::from_str::<Head>(&line) else {
                     break;
                 };
                 if r.seq <= since {
                     continue;
                 }
                 next = r.seq;
-                out.push(Arc::from(line));
-                if out.len() >= limit {
+                scanned += 1;
+                if want(r.kind, &r.name) {
+                    out.push(Arc::from(line));
+                }
+                if out.len() >= limit || scanned >= SCAN {
                     return Ok((out, next));
                 }
             }
@@ -413,10 +437,16 @@ impl ChangeLog {
     }
 }
 
+/// The fields of a stored line a reader filters on.
 #[derive(Deserialize)]
-struct SeqOnly {
+struct Head {
     seq: u64,
+    kind: Kind,
+    name: String,
 }
+
+/// Changes looked at per read at most.
+pub const SCAN: usize = 100_000;
 
 #[derive(Deserialize)]
 struct ProfileOnly {

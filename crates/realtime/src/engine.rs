@@ -416,6 +416,24 @@ struct StateRow<'a> {
     now: i64,
 }
 
+impl<'a> StateRow<'a> {
+    fn new(
+        shape: &'a Shape,
+        st: &'a ProfileState,
+        traits: Option<&'a JsonMap>,
+        values: &'a [Value],
+        now: i64,
+    ) -> Self {
+        StateRow {
+            shape,
+            st,
+            traits,
+            values,
+            now,
+        }
+    }
+}
+
 impl Row for StateRow<'_> {
     fn agg(&self, i: usize) -> Value {
         let spec = &self.shape.slots[i];
@@ -437,6 +455,11 @@ impl Row for StateRow<'_> {
             ProfileField::LastSeen => n + 1,
         })
     }
+}
+
+/// A state to change: moved out when no snapshot holds it, copied when one does.
+fn unshare(st: Arc<ProfileState>) -> ProfileState {
+    Arc::try_unwrap(st).unwrap_or_else(|shared| (*shared).clone())
 }
 
 /// The value of tag `t` for one profile.
@@ -478,7 +501,8 @@ fn same(a: &Value, b: &Value) -> bool {
 pub struct Realtime {
     shape: Shape,
     config: Config,
-    profiles: Vec<Option<Box<ProfileState>>>,
+    /// States by dense id, shared with a snapshot being written (copy on write).
+    profiles: Vec<Option<Arc<ProfileState>>>,
     timers: BTreeSet<(i64, u32)>,
     defaults: Vec<Value>,
     default_members: Vec<bool>,
@@ -491,8 +515,8 @@ pub struct Realtime {
 /// Everything needed to restore the engine ([`Realtime::export`], [`Realtime::import`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Saved {
-    /// Profiles with state.
-    pub profiles: Vec<(u32, ProfileState)>,
+    /// Profiles with state (shared with the running engine until it changes them).
+    pub profiles: Vec<(u32, Arc<ProfileState>)>,
     /// The engine clock.
     pub now: i64,
     /// Counters.
@@ -690,22 +714,23 @@ impl Realtime {
         self.timers.first().map(|(t, _)| *t)
     }
 
-    fn take_state(&mut self, profile: u32) -> Option<Box<ProfileState>> {
+    fn take_state(&mut self, profile: u32) -> Option<ProfileState> {
         let st = self.profiles.get_mut(profile as usize)?.take()?;
+        let st = unshare(st);
         self.timers.remove(&(st.due, profile));
         Some(st)
     }
 
-    fn fresh_state(&self) -> Box<ProfileState> {
-        Box::new(ProfileState {
+    fn fresh_state(&self) -> ProfileState {
+        ProfileState {
             values: self.defaults.clone(),
             members: self.default_members.clone(),
             due: i64::MAX,
             ..ProfileState::default()
-        })
+        }
     }
 
-    fn put_state(&mut self, profile: u32, st: Box<ProfileState>) {
+    fn put_state(&mut self, profile: u32, st: ProfileState) {
         let i = profile as usize;
         if self.profiles.len() <= i {
             self.profiles.resize_with(i + 1, || None);
@@ -713,7 +738,7 @@ impl Realtime {
         if st.due != i64::MAX {
             self.timers.insert((st.due, profile));
         }
-        self.profiles[i] = Some(st);
+        self.profiles[i] = Some(Arc::new(st));
     }
 
     /// Folds one event into a state; returns the slots it changed (`None` when it is beyond
@@ -833,7 +858,12 @@ impl Realtime {
             }
             self.timers.pop_first();
             self.counters.timers += 1;
-            let Some(mut st) = self.profiles.get_mut(p as usize).and_then(Option::take) else {
+            let Some(mut st) = self
+                .profiles
+                .get_mut(p as usize)
+                .and_then(Option::take)
+                .map(unshare)
+            else {
                 continue;
             };
             st.due = i64::MAX;
@@ -874,7 +904,6 @@ impl Realtime {
             from: retired,
             into: survivor,
         };
-        let old = *old;
         self.emit_departure(retired, &old, cause.clone());
         let mut st = self
             .take_state(survivor)
@@ -1001,6 +1030,7 @@ impl Realtime {
         }) || shape.audience_reads.iter().any(|r| r.traits);
         let traits_map = if needs_traits { traits(profile) } else { None };
         let mut values = std::mem::take(&mut st.values);
+        let traits_ref = traits_map.as_ref();
         values.resize(n_tags, Value::Null);
         let mut out = Vec::new();
         for t in 0..n_tags {
@@ -1014,16 +1044,11 @@ impl Realtime {
                 continue;
             }
             self.counters.evaluations += 1;
-            let v = {
-                let row = StateRow {
-                    shape,
-                    st,
-                    traits: traits_map.as_ref(),
-                    values: &values,
-                    now,
-                };
-                eval_tag(shape, t, &row)
-            };
+            let v = eval_tag(
+                shape,
+                t,
+                &StateRow::new(shape, st, traits_ref, &values, now),
+            );
             if !same(&v, &values[t]) {
                 changed_tags[t] = true;
                 out.push((
@@ -1046,16 +1071,8 @@ impl Realtime {
                 continue;
             }
             self.counters.evaluations += 1;
-            let m = {
-                let row = StateRow {
-                    shape,
-                    st,
-                    traits: traits_map.as_ref(),
-                    values: &values,
-                    now,
-                };
-                eval_scalar(&aud.expr, &row, now, tz).truthy()
-            };
+            let row = StateRow::new(shape, st, traits_ref, &values, now);
+            let m = eval_scalar(&aud.expr, &row, now, tz).truthy();
             if m != members[a] {
                 members[a] = m;
                 out.push((Kind::Audience, a, Value::Bool(!m), Value::Bool(m)));
@@ -1074,13 +1091,7 @@ impl Realtime {
             }
         }
         {
-            let row = StateRow {
-                shape,
-                st,
-                traits: traits_map.as_ref(),
-                values: &values,
-                now,
-            };
+            let row = StateRow::new(shape, st, traits_ref, &values, now);
             for r in shape.tag_reads.iter().chain(&shape.audience_reads) {
                 for (f, arg) in &r.steps {
                     let v = eval_scalar(arg, &row, now, tz);
@@ -1134,26 +1145,17 @@ impl Realtime {
         let shape = &self.shape;
         let mut values = vec![Value::Null; shape.plan.tags.len()];
         for t in 0..values.len() {
-            let row = StateRow {
+            values[t] = eval_tag(
                 shape,
-                st,
-                traits,
-                values: &values,
-                now: self.now,
-            };
-            values[t] = eval_tag(shape, t, &row);
+                t,
+                &StateRow::new(shape, st, traits, &values, self.now),
+            );
         }
         let members = shape
             .audiences
             .iter()
             .map(|a| {
-                let row = StateRow {
-                    shape,
-                    st,
-                    traits,
-                    values: &values,
-                    now: self.now,
-                };
+                let row = StateRow::new(shape, st, traits, &values, self.now);
                 eval_scalar(&a.expr, &row, self.now, shape.plan.time_zone).truthy()
             })
             .collect();
@@ -1190,7 +1192,7 @@ impl Realtime {
                 .profiles
                 .iter()
                 .enumerate()
-                .filter_map(|(i, p)| p.as_ref().map(|p| (i as u32, (**p).clone())))
+                .filter_map(|(i, p)| p.as_ref().map(|p| (i as u32, p.clone())))
                 .collect(),
             now: self.now,
             counters: self.counters,
@@ -1206,7 +1208,7 @@ impl Realtime {
         self.counters = saved.counters;
         self.stale = saved.stale.into_iter().collect();
         for (id, st) in saved.profiles {
-            self.put_state(id, Box::new(st));
+            self.put_state(id, Arc::unwrap_or_clone(st));
         }
     }
 
@@ -1238,7 +1240,7 @@ impl Realtime {
                     + st.pending.capacity() * std::mem::size_of::<(u16, Entry)>()
             })
             .sum::<usize>()
-            + self.profiles.capacity() * std::mem::size_of::<Option<Box<ProfileState>>>()
+            + self.profiles.capacity() * std::mem::size_of::<Option<Arc<ProfileState>>>()
             + self.timers.len() * 16
     }
 }

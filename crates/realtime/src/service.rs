@@ -208,6 +208,8 @@ struct Worker {
     dirty: bool,
     /// The store's expiry count last acted on.
     expired_seen: u64,
+    /// A snapshot being written in the background.
+    writing: Option<JoinHandle<Result<(), ServiceError>>>,
 }
 
 impl Service {
@@ -255,6 +257,7 @@ impl Service {
             last_offset,
             dirty: true,
             expired_seen: store.expired_since_open(),
+            writing: None,
         };
         worker.publish();
         let handle = std::thread::Builder::new()
@@ -510,11 +513,13 @@ impl Worker {
             if stop {
                 break;
             }
+            let busy = self.writing.as_ref().is_some_and(|h| !h.is_finished());
             if self.dirty
+                && !busy
                 && last_snapshot.elapsed().as_millis() as u64 >= self.options.snapshot_every_ms
             {
                 last_snapshot = std::time::Instant::now();
-                if let Err(e) = self.snapshot() {
+                if let Err(e) = self.snapshot_in_background() {
                     tracing::error!(error = %e, "real-time snapshot failed");
                 }
             }
@@ -664,8 +669,18 @@ impl Worker {
         }
     }
 
+    /// Writes a snapshot now (after any being written in the background).
     fn snapshot(&mut self) -> Result<(), ServiceError> {
-        let snap = {
+        let snap = self.capture();
+        self.finish_snapshot()?;
+        write_snapshot(&self.path, &snap)?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// The engine's state as of now (states shared, not copied).
+    fn capture(&self) -> Snapshot {
+        {
             let rt = self.rt.read();
             Snapshot {
                 version: SNAPSHOT_VERSION,
@@ -677,10 +692,36 @@ impl Worker {
                 unmerges: self.store.state().stats.unmerges,
                 saved: rt.export(),
             }
-        };
-        write_snapshot(&self.path, &snap)?;
+        }
+    }
+
+    /// Takes a snapshot and writes it on another thread: the states are shared copy-on-write,
+    /// so the worker goes on applying events (a state it changes meanwhile is copied once).
+    fn snapshot_in_background(&mut self) -> Result<(), ServiceError> {
+        self.finish_snapshot()?;
+        let snap = self.capture();
+        let path = self.path.clone();
         self.dirty = false;
+        let handle = std::thread::Builder::new()
+            .name("portrait-realtime-snapshot".into())
+            .spawn(move || write_snapshot(&path, &snap))
+            .map_err(|e| ServiceError::State {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })?;
+        self.writing = Some(handle);
         Ok(())
+    }
+
+    /// Waits for a snapshot being written in the background.
+    fn finish_snapshot(&mut self) -> Result<(), ServiceError> {
+        match self.writing.take() {
+            Some(h) => h.join().map_err(|_| ServiceError::State {
+                path: self.path.clone(),
+                reason: "the snapshot writer panicked".into(),
+            })?,
+            None => Ok(()),
+        }
     }
 }
 

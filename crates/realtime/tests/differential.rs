@@ -171,6 +171,16 @@ struct World {
 }
 
 impl World {
+    /// A profile's traits as the store would give them.
+    fn traits(&self, id: u32) -> Option<serde_json::Map<String, serde_json::Value>> {
+        Some(
+            self.profiles
+                .get(&id)
+                .map(|p| p.traits.clone())
+                .unwrap_or_default(),
+        )
+    }
+
     fn resolve(&self, p: u32) -> u32 {
         let mut p = p;
         while let Some(n) = self.redirect.get(&p) {
@@ -271,14 +281,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                     timestamp_ms: now + skew,
                     properties: props,
                 };
-                let traits = |id: u32| {
-                    Some(
-                        w.profiles
-                            .get(&id)
-                            .map(|p| p.traits.clone())
-                            .unwrap_or_default(),
-                    )
-                };
+                let traits = |id: u32| w.traits(id);
                 rt.apply(
                     target,
                     &[],
@@ -316,14 +319,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                         properties: serde_json::Map::new(),
                     });
                 }
-                let traits = |id: u32| {
-                    Some(
-                        w.profiles
-                            .get(&id)
-                            .map(|p| p.traits.clone())
-                            .unwrap_or_default(),
-                    )
-                };
+                let traits = |id: u32| w.traits(id);
                 rt.apply(
                     target,
                     &[],
@@ -355,27 +351,13 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                         prof.traits.entry(k).or_insert(v);
                     }
                 }
-                let traits = |id: u32| {
-                    Some(
-                        w.profiles
-                            .get(&id)
-                            .map(|p| p.traits.clone())
-                            .unwrap_or_default(),
-                    )
-                };
+                let traits = |id: u32| w.traits(id);
                 rt.advance(now, &traits);
                 rt.merge(into, from, &traits);
             }
             Op::Check { gap } => {
                 now += gap;
-                let traits = |id: u32| {
-                    Some(
-                        w.profiles
-                            .get(&id)
-                            .map(|p| p.traits.clone())
-                            .unwrap_or_default(),
-                    )
-                };
+                let traits = |id: u32| w.traits(id);
                 rt.advance(now, &traits);
                 let live: Vec<RefProfile> = w.profiles.values().cloned().collect();
                 let want = reference(&plan, &live, now);

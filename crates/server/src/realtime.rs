@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use portrait_realtime::service::{Options, Service};
 use portrait_realtime::webhook::{WebhookError, WebhookSpec, Webhooks};
-use portrait_realtime::Audience;
+use portrait_realtime::{Audience, Kind};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -105,6 +105,40 @@ pub struct ChangesQuery {
     /// Wait up to this many ms for a change when there is none (long poll; at most 60000).
     #[serde(default)]
     pub wait: u64,
+    /// Only these tag or audience names (comma-separated).
+    pub names: Option<String>,
+    /// Only `tag` or `audience` changes.
+    pub kind: Option<String>,
+}
+
+impl ChangesQuery {
+    /// The filter the query asks for.
+    fn filter(&self) -> Result<impl Fn(Kind, &str) -> bool + Send + Sync + 'static, ApiError> {
+        let names: Vec<String> = self
+            .names
+            .as_deref()
+            .map(|n| {
+                n.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let kind = match self.kind.as_deref() {
+            None | Some("") => None,
+            Some("tag") => Some(Kind::Tag),
+            Some("audience") => Some(Kind::Audience),
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "kind: expected tag or audience, got {other:?}"
+                )))
+            }
+        };
+        Ok(move |k: Kind, name: &str| {
+            kind.is_none_or(|want| want == k)
+                && (names.is_empty() || names.iter().any(|n| n == name))
+        })
+    }
 }
 
 /// `GET /api/v1/changes`: JSON `{changes, next, oldest, last}`; with `Accept:
@@ -125,22 +159,36 @@ pub async fn changes(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(q.since);
+    let want = Arc::new(q.filter()?);
     if sse {
-        return Ok(stream(log, since).into_response());
+        return Ok(stream(log, since, want).into_response());
     }
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let mut watch = log.watch();
-    if q.wait > 0 && log.last_seq() <= since {
-        let wait = Duration::from_millis(q.wait.min(60_000));
-        let _ = tokio::time::timeout(wait, watch.wait_for(|last| *last > since)).await;
-    }
-    let (lines, next) = {
-        let log = log.clone();
-        crate::tagging::blocking(move || {
-            log.read(since, limit)
-                .map_err(|e| ApiError::Internal(e.to_string()))
-        })
-        .await?
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait.min(60_000));
+    let mut cursor = since;
+    // Read; while nothing matches and the caller is willing to wait, wait for more.
+    let (lines, next) = loop {
+        let (lines, next) = {
+            let (log, want) = (log.clone(), want.clone());
+            crate::tagging::blocking(move || {
+                log.read_where(cursor, limit, &*want)
+                    .map_err(|e| ApiError::Internal(e.to_string()))
+            })
+            .await?
+        };
+        cursor = next;
+        if !lines.is_empty() || tokio::time::Instant::now() >= deadline {
+            break (lines, next);
+        }
+        if log.last_seq() <= cursor {
+            let more = tokio::time::timeout_at(deadline, watch.wait_for(|last| *last > cursor))
+                .await
+                .is_ok();
+            if !more {
+                break (lines, next);
+            }
+        }
     };
     let body = format!(
         "{{\"changes\":[{}],\"next\":{next},\"oldest\":{},\"last\":{}}}",
@@ -156,17 +204,25 @@ pub async fn changes(
 }
 
 /// A server-sent event stream of the changes after `since`.
-fn stream(log: Arc<portrait_realtime::changes::ChangeLog>, since: u64) -> Response {
+fn stream(
+    log: Arc<portrait_realtime::changes::ChangeLog>,
+    since: u64,
+    want: Arc<impl Fn(Kind, &str) -> bool + Send + Sync + 'static>,
+) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(16);
     tokio::spawn(async move {
         let mut cursor = since;
         let mut watch = log.watch();
         loop {
             let read = {
-                let log = log.clone();
-                tokio::task::spawn_blocking(move || log.read(cursor, 1000)).await
+                let (log, want) = (log.clone(), want.clone());
+                tokio::task::spawn_blocking(move || log.read_where(cursor, 1000, &*want)).await
             };
             let Ok(Ok((lines, next))) = read else { return };
+            if lines.is_empty() && next > cursor {
+                cursor = next;
+                continue;
+            }
             if lines.is_empty() {
                 // Wait for more; a comment line every 15 s keeps proxies from closing.
                 let more = tokio::time::timeout(

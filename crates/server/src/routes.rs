@@ -587,7 +587,7 @@ pub static ROUTES: &[Route] = &[
         body: None, ok: 200, handler: |m| on(m, history::paths) },
     Route { method: Method::Get, path: "/api/v1/changes", role: Role::Operator, data: Data::Members,
         summary: "The change stream of tag values and audience memberships after a cursor (long poll with `wait`; server-sent events with `Accept: text/event-stream`)", hidden_params: &[],
-        query: &[("since", "cursor; 0 = the oldest retained change"), ("limit", "default 1000, at most 10000"), ("wait", "ms to wait for a change when there is none (at most 60000)")],
+        query: &[("since", "cursor; 0 = the oldest retained change"), ("limit", "default 1000, at most 10000"), ("wait", "ms to wait for a change when there is none (at most 60000)"), ("names", "only these tag or audience names, comma-separated"), ("kind", "only tag or audience changes")],
         body: None, ok: 200, handler: |m| on(m, realtime::changes) },
     Route { method: Method::Get, path: "/api/v1/realtime", role: Role::Analyst, data: Data::Aggregates,
         summary: "The real-time engine: tags and audiences maintained, counters, stream cursors", hidden_params: &[], query: &[],

@@ -270,7 +270,7 @@ fn probes(args: &Args, auth: &str, done: &std::sync::atomic::AtomicBool) -> Resu
                 }
             }
             let (code, body) = reader.get(
-                &format!("/api/v1/changes?since={cursor}&wait=1000&limit=10000"),
+                &format!("/api/v1/changes?since={cursor}&wait=1000&limit=10000&names=probe_seen"),
                 &bearer,
             )?;
             let now = Instant::now();
