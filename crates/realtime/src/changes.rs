@@ -317,7 +317,9 @@ impl ChangeLog {
         let mut scanned = 0usize;
         let g = self.inner.lock();
         if g.recent.front().is_some_and(|l| l.seq <= since + 1) {
-            for l in g.recent.iter().skip_while(|l| l.seq <= since) {
+            // Lines are in cursor order: find the first after `since` by bisection.
+            let from = g.recent.partition_point(|l| l.seq <= since);
+            for l in g.recent.range(from..) {
                 next = l.seq;
                 scanned += 1;
                 if want(l.kind, &l.name) {

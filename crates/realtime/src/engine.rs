@@ -5,7 +5,7 @@
 //! [`Realtime::take_changes`]. The service ([`crate::service`]) drives it from the ingest
 //! path and a timer, persists it and publishes its changes.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono_tz::Tz;
@@ -457,6 +457,21 @@ impl Row for StateRow<'_> {
     }
 }
 
+/// Distinct strings kept once for all profiles (categories, cities, SKUs…).
+const INTERNED: usize = 1 << 20;
+
+/// `v` with its string shared with equal strings seen before (up to [`INTERNED`] of them).
+fn intern(strings: &mut HashSet<Arc<str>>, v: Value) -> Value {
+    let Value::Str(s) = v else { return v };
+    if let Some(shared) = strings.get(&s) {
+        return Value::Str(shared.clone());
+    }
+    if strings.len() < INTERNED {
+        strings.insert(s.clone());
+    }
+    Value::Str(s)
+}
+
 /// A state to change: moved out when no snapshot holds it, copied when one does.
 fn unshare(st: Arc<ProfileState>) -> ProfileState {
     Arc::try_unwrap(st).unwrap_or_else(|shared| (*shared).clone())
@@ -510,6 +525,7 @@ pub struct Realtime {
     counters: Counters,
     changes: Vec<Change>,
     stale: BTreeSet<u32>,
+    strings: HashSet<Arc<str>>,
 }
 
 /// Everything needed to restore the engine ([`Realtime::export`], [`Realtime::import`]).
@@ -541,6 +557,7 @@ impl Realtime {
             counters: Counters::default(),
             changes: Vec::new(),
             stale: BTreeSet::new(),
+            strings: HashSet::new(),
         };
         let empty = ProfileState::default();
         let (values, members) = rt.evaluate_fresh(&empty, None);
@@ -777,6 +794,7 @@ impl Realtime {
             let arg = arg
                 .as_ref()
                 .map_or(Value::Null, |a| eval_event(a, &row, self.now, tz));
+            let arg = intern(&mut self.strings, arg);
             let entry = Entry {
                 ts: ev.ts,
                 offset: ev.offset,
@@ -1049,6 +1067,7 @@ impl Realtime {
                 t,
                 &StateRow::new(shape, st, traits_ref, &values, now),
             );
+            let v = intern(&mut self.strings, v);
             if !same(&v, &values[t]) {
                 changed_tags[t] = true;
                 out.push((
@@ -1225,6 +1244,7 @@ impl Realtime {
                     .map(|(_, s)| {
                         std::mem::size_of::<(u16, SlotState)>()
                             + match s {
+                                SlotState::Times(v) => v.capacity() * 16,
                                 SlotState::Entries(v) => {
                                     v.capacity() * std::mem::size_of::<Entry>()
                                 }

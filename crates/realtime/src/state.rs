@@ -42,6 +42,37 @@ pub enum SlotState {
     Bag(Vec<(Value, u64)>),
     /// Any aggregate over a window: the matching events, sorted by `(ts, offset)`.
     Entries(Vec<Entry>),
+    /// `count`, `first(…)` and `last(…)` times over a window: only the matching events'
+    /// `(ts, offset)`, sorted (16 bytes an event instead of 40).
+    Times(Vec<(i64, u64)>),
+}
+
+/// An event kept in a window: what the window logic needs of it.
+trait Timed {
+    fn key(&self) -> (i64, u64);
+}
+
+impl Timed for Entry {
+    fn key(&self) -> (i64, u64) {
+        (self.ts, self.offset)
+    }
+}
+
+impl Timed for (i64, u64) {
+    fn key(&self) -> (i64, u64) {
+        *self
+    }
+}
+
+/// Inserts `e` in key order; false when an event with the same key is there.
+fn insert_sorted<T: Timed>(v: &mut Vec<T>, e: T) -> bool {
+    let key = e.key();
+    let at = v.partition_point(|x| x.key() < key);
+    if v.get(at).is_some_and(|x| x.key() == key) {
+        return false;
+    }
+    v.insert(at, e);
+    true
 }
 
 /// How an aggregate is kept (derived from the plan once).
@@ -57,7 +88,12 @@ impl SlotSpec {
     /// An empty state.
     pub fn empty(&self) -> SlotState {
         if self.window != Window::All {
-            return SlotState::Entries(Vec::new());
+            return match self.func {
+                AggFunc::Count | AggFunc::FirstTime | AggFunc::LastTime => {
+                    SlotState::Times(Vec::new())
+                }
+                _ => SlotState::Entries(Vec::new()),
+            };
         }
         match self.func {
             AggFunc::Count => SlotState::Count(0),
@@ -82,15 +118,8 @@ impl SlotSpec {
             return false;
         }
         match st {
-            SlotState::Entries(v) => {
-                let key = (e.ts, e.offset);
-                let at = v.partition_point(|x| (x.ts, x.offset) < key);
-                if v.get(at).is_some_and(|x| (x.ts, x.offset) == key) {
-                    return false;
-                }
-                v.insert(at, e);
-                true
-            }
+            SlotState::Entries(v) => insert_sorted(v, e),
+            SlotState::Times(v) => insert_sorted(v, (e.ts, e.offset)),
             SlotState::Count(n) => {
                 *n += 1;
                 true
@@ -135,11 +164,12 @@ impl SlotSpec {
         match (st, other) {
             (SlotState::Entries(a), SlotState::Entries(b)) => {
                 for e in b {
-                    let key = (e.ts, e.offset);
-                    let at = a.partition_point(|x| (x.ts, x.offset) < key);
-                    if a.get(at).is_none_or(|x| (x.ts, x.offset) != key) {
-                        a.insert(at, e);
-                    }
+                    insert_sorted(a, e);
+                }
+            }
+            (SlotState::Times(a), SlotState::Times(b)) => {
+                for e in b {
+                    insert_sorted(a, e);
                 }
             }
             (SlotState::Count(a), SlotState::Count(b)) => *a += b,
@@ -183,6 +213,14 @@ impl SlotSpec {
                 AggFunc::CountDistinct => Value::Num(bag.len() as f64),
                 _ => most_frequent(bag.iter().map(|(v, n)| (v, *n))),
             },
+            SlotState::Times(v) => {
+                let inside = &v[self.window_range(v, now, tz)];
+                match self.func {
+                    AggFunc::Count => Value::Num(inside.len() as f64),
+                    AggFunc::FirstTime => inside.first().map_or(Value::Null, |e| Value::Time(e.0)),
+                    _ => inside.last().map_or(Value::Null, |e| Value::Time(e.0)),
+                }
+            }
             SlotState::Entries(v) => {
                 let inside = &v[self.window_range(v, now, tz)];
                 debug_assert!(inside
@@ -205,7 +243,7 @@ impl SlotSpec {
 
     /// The entries inside the window at `now`: a contiguous range, since entries are sorted by
     /// time and every window is an interval of time.
-    fn window_range(&self, v: &[Entry], now: i64, tz: Tz) -> std::ops::Range<usize> {
+    fn window_range<T: Timed>(&self, v: &[T], now: i64, tz: Tz) -> std::ops::Range<usize> {
         // Entries with `lo < ts ≤ hi` (or `lo ≤ ts` for calendar windows).
         let (lo, inclusive, hi) = match self.window {
             Window::All => (i64::MIN, true, now),
@@ -225,11 +263,11 @@ impl SlotSpec {
             }
         };
         let a = if inclusive {
-            v.partition_point(|e| e.ts < lo)
+            v.partition_point(|e| e.key().0 < lo)
         } else {
-            v.partition_point(|e| e.ts <= lo)
+            v.partition_point(|e| e.key().0 <= lo)
         };
-        let b = v.partition_point(|e| e.ts <= hi).max(a);
+        let b = v.partition_point(|e| e.key().0 <= hi).max(a);
         a..b
     }
 
@@ -246,31 +284,37 @@ impl SlotSpec {
     /// the state is now empty.
     pub fn prune(&self, st: &mut SlotState, now: i64, tz: Tz) -> bool {
         match st {
-            SlotState::Entries(v) => {
-                let keep = v
-                    .iter()
-                    .position(|e| leaves(&self.window, e.ts, tz) > now)
-                    .unwrap_or(v.len());
-                v.drain(..keep);
-                v.is_empty()
-            }
+            SlotState::Entries(v) => self.prune_list(v, now, tz),
+            SlotState::Times(v) => self.prune_list(v, now, tz),
             _ => false,
         }
+    }
+
+    fn prune_list<T: Timed>(&self, v: &mut Vec<T>, now: i64, tz: Tz) -> bool {
+        let gone = v.partition_point(|e| leaves(&self.window, e.key().0, tz) <= now);
+        v.drain(..gone);
+        v.is_empty()
     }
 
     /// The first instant after `now` at which the window's contents change (an entry enters
     /// or leaves), if any.
     pub fn next_change(&self, st: &SlotState, now: i64, tz: Tz) -> Option<i64> {
-        let SlotState::Entries(v) = st else {
-            return None;
-        };
+        match st {
+            SlotState::Entries(v) => self.next_change_in(v, now, tz),
+            SlotState::Times(v) => self.next_change_in(v, now, tz),
+            _ => None,
+        }
+    }
+
+    fn next_change_in<T: Timed>(&self, v: &[T], now: i64, tz: Tz) -> Option<i64> {
         // Both instants grow with the entry's time: the first entry past `now` gives each.
+        let ts = |e: &T| e.key().0;
         let enter = v
-            .get(v.partition_point(|e| enters(&self.window, e.ts) <= now))
-            .map(|e| enters(&self.window, e.ts));
+            .get(v.partition_point(|e| enters(&self.window, ts(e)) <= now))
+            .map(|e| enters(&self.window, ts(e)));
         let leave = v
-            .get(v.partition_point(|e| leaves(&self.window, e.ts, tz) <= now))
-            .map(|e| leaves(&self.window, e.ts, tz));
+            .get(v.partition_point(|e| leaves(&self.window, ts(e), tz) <= now))
+            .map(|e| leaves(&self.window, ts(e), tz));
         enter.into_iter().chain(leave).min()
     }
 }
