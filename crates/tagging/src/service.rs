@@ -183,6 +183,11 @@ pub struct Tagging {
     identity_seen: Mutex<((u64, u32, u64), i64)>,
 }
 
+/// How often the scheduler recomputes `refresh: realtime` tags in batch (their bitmaps in the
+/// tag store; live values come from the real-time engine). Each batch compacts the log first,
+/// which is heavy under sustained ingest, so not every minute.
+pub const REALTIME_BATCH_MS: i64 = 15 * 60_000;
+
 fn diagnostics(d: &[Diagnostic]) -> TaggingError {
     TaggingError::Definition(d.iter().map(|d| d.render()).collect::<Vec<_>>().join("\n"))
 }
@@ -880,9 +885,10 @@ impl Tagging {
                 .map(|r| r.at);
             let due = match (&def.refresh, last) {
                 (_, None) => true,
-                // Real-time tags are refreshed as a micro-batch every minute until the
-                // incremental engine maintains them.
-                (Refresh::Realtime, Some(at)) => now - at >= 60_000,
+                // Real-time tags are maintained per event by the real-time engine (profile
+                // API, change stream, realtime audiences); this batch only refreshes their
+                // bitmaps for audience preview and export, every REALTIME_BATCH_MS.
+                (Refresh::Realtime, Some(at)) => now - at >= REALTIME_BATCH_MS,
                 (Refresh::Hourly, Some(at)) => now - at >= 3_600_000,
                 (Refresh::Daily, Some(at)) => now - at >= 86_400_000,
                 (Refresh::Cron(c), Some(at)) => Cron::parse(c)
