@@ -19,7 +19,7 @@ PORT=$((20000 + RANDOM % 20000))
 trap 'kill $PID 2>/dev/null || true; rm -rf "$DIR"' EXIT
 export PORTRAIT_MASTER_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 $B/portrait source add --data "$DIR" app --kind app --write-key bench-write-key >/dev/null
-PORTRAIT_ADMIN_TOKEN=bench $B/portrait serve --data "$DIR" --listen 127.0.0.1:$PORT --compact-every 0 2>/dev/null &
+PORTRAIT_ADMIN_TOKEN=bench $B/portrait serve --data "$DIR" --listen 127.0.0.1:$PORT --compact-every 0 2>"$DIR/server.log" &
 PID=$!
 for _ in $(seq 100); do curl -sf 127.0.0.1:$PORT/health >/dev/null && break; sleep 0.1; done
 A=(-H 'Authorization: Bearer bench')
@@ -58,3 +58,5 @@ $B/portrait-loadgen --addr 127.0.0.1:$PORT --write-key bench-write-key --events 
   --connections 4 --batch 500 --seed 2 --fresh-timestamps --rate "$HALF" \
   --probes "$PROBES" --token bench 2>/dev/null
 echo "server RSS: $(awk '/VmRSS/ {print $2/1024 " MB"}' /proc/$PID/status)"
+echo "server log (slow engine rounds, scheduled refreshes, snapshots):"
+grep -E "slow real-time round|scheduled tag refresh|compacted|snapshot" "$DIR/server.log" | sed "s/\x1b\[[0-9;]*m//g" | tail -25 || true

@@ -86,6 +86,9 @@ enum Msg {
 
 const SNAPSHOT_VERSION: u32 = 1;
 
+/// A worker round slower than this is logged with where its time went.
+const SLOW_MS: u128 = 50;
+
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
     version: u32,
@@ -471,6 +474,8 @@ impl Worker {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut stop = false;
+            let started = std::time::Instant::now();
+            let mut groups = 0usize;
             if let Some(first) = msg {
                 // Take everything waiting: one lock, one sync of the change stream.
                 let mut batch = vec![first];
@@ -480,12 +485,25 @@ impl Worker {
                         break;
                     }
                 }
+                groups = batch.len();
                 for m in batch {
                     stop |= self.handle(m);
                 }
             }
+            let applied = started.elapsed();
             self.advance();
+            let advanced = started.elapsed();
             self.publish();
+            let took = started.elapsed();
+            if took.as_millis() >= SLOW_MS {
+                tracing::warn!(
+                    groups,
+                    apply_ms = applied.as_millis() as u64,
+                    timers_ms = (advanced - applied).as_millis() as u64,
+                    publish_ms = (took - advanced).as_millis() as u64,
+                    "slow real-time round"
+                );
+            }
             if last_refresh.elapsed().as_millis() as u64 >= self.options.refresh_every_ms {
                 last_refresh = std::time::Instant::now();
                 // Retention removed events: what was folded from them must go too.
