@@ -36,11 +36,44 @@ pub fn parse_iso(text: &str) -> Option<Millis> {
 }
 
 /// Formats an instant as RFC 3339 with milliseconds, UTC (`2024-01-01T00:00:00.000Z`).
+///
+/// Years 1970–9999 are formatted by arithmetic (this is on hot paths: the change stream,
+/// exports, timelines); other instants go through chrono.
 pub fn format_iso(ms: Millis) -> String {
+    use std::fmt::Write as _;
+    const END: Millis = 253_402_300_800_000; // 10000-01-01T00:00:00Z
+    if (0..END).contains(&ms) {
+        let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));
+        let rem = ms.rem_euclid(86_400_000);
+        let mut out = String::with_capacity(24);
+        let _ = write!(
+            out,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3_600_000,
+            rem / 60_000 % 60,
+            rem / 1000 % 60,
+            rem % 1000
+        );
+        return out;
+    }
     match Utc.timestamp_millis_opt(ms).single() {
         Some(dt) => dt.to_rfc3339_opts(SecondsFormat::Millis, true),
         None => ms.to_string(),
     }
+}
+
+/// The proleptic Gregorian date of a day number (days since 1970-01-01).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 /// The current instant.
@@ -61,5 +94,30 @@ mod tests {
         assert_eq!(parse_iso("2024-01-01T00:00:00"), z);
         assert_eq!(parse_iso("yesterday"), None);
         assert_eq!(format_iso(1_704_067_200_000), "2024-01-01T00:00:00.000Z");
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn arithmetic_formatting_agrees_with_chrono() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut cases = vec![0, 1, 86_399_999, 951_782_400_000, 253_402_300_799_999];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            cases.push((x % 253_402_300_800_000) as i64);
+        }
+        for ms in cases {
+            let want = Utc
+                .timestamp_millis_opt(ms)
+                .single()
+                .map(|d| d.to_rfc3339_opts(SecondsFormat::Millis, true));
+            assert_eq!(Some(format_iso(ms)), want, "{ms}");
+        }
+        assert_eq!(format_iso(-1), "1969-12-31T23:59:59.999Z");
     }
 }

@@ -69,6 +69,37 @@ pub struct Record {
     pub cause: Cause,
 }
 
+/// A [`Record`] as written, borrowing from the change (no intermediate JSON values).
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    seq: u64,
+    at: &'a str,
+    profile: u32,
+    kind: Kind,
+    name: &'a str,
+    old: ValueJson<'a>,
+    new: ValueJson<'a>,
+    event_time: Option<String>,
+    cause: &'a Cause,
+}
+
+/// A value serialised as [`value_json`] gives it.
+struct ValueJson<'a>(&'a Value);
+
+impl Serialize for ValueJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Null => s.serialize_unit(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Num(x) if x.fract() == 0.0 && x.abs() < 9e15 => s.serialize_i64(*x as i64),
+            Value::Num(x) if x.is_finite() => s.serialize_f64(*x),
+            Value::Num(_) => s.serialize_unit(),
+            Value::Str(t) => s.serialize_str(t),
+            Value::Time(t) => s.serialize_str(&format_iso(*t)),
+        }
+    }
+}
+
 /// A value as JSON (instants as ISO 8601 text).
 pub fn value_json(v: &Value) -> serde_json::Value {
     match v {
@@ -232,19 +263,24 @@ impl ChangeLog {
         let mut g = self.inner.lock();
         let mut buf = String::new();
         let mut lines = Vec::with_capacity(changes.len());
+        // Changes of one round mostly share their instant: format it once.
+        let mut at_cache: (i64, String) = (i64::MIN, String::new());
         for c in changes {
             let seq = g.next_seq;
             g.next_seq += 1;
-            let r = Record {
+            if at_cache.0 != c.at {
+                at_cache = (c.at, format_iso(c.at));
+            }
+            let r = RecordRef {
                 seq,
-                at: format_iso(c.at),
+                at: &at_cache.1,
                 profile: c.profile,
                 kind: c.kind,
-                name: c.name.to_string(),
-                old: value_json(&c.old),
-                new: value_json(&c.new),
+                name: &c.name,
+                old: ValueJson(&c.old),
+                new: ValueJson(&c.new),
                 event_time: c.event_time.map(format_iso),
-                cause: c.cause.clone(),
+                cause: &c.cause,
             };
             let text = serde_json::to_string(&r).unwrap_or_default();
             buf.push_str(&text);

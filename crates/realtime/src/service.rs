@@ -68,7 +68,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             config: Config::default(),
-            snapshot_every_ms: 60_000,
+            snapshot_every_ms: 300_000,
             refresh_every_ms: 60_000,
         }
     }
