@@ -135,16 +135,29 @@ struct Line {
     text: Arc<str>,
 }
 
+/// The segment files (durability).
 struct Inner {
     dir: PathBuf,
     /// `(first seq, path)` of every segment, oldest first; the last one is open.
     segments: Vec<(u64, PathBuf)>,
     file: Option<File>,
     written: u64,
+}
+
+/// What readers see: the newest lines, visible before they are synced.
+struct Tail {
     next_seq: u64,
     /// The newest lines, for readers that keep up.
     recent: VecDeque<Line>,
+    /// Every line with a cursor at or above this is in `recent`.
+    complete_from: u64,
 }
+
+/// Cursors skip this far after a crash, so a cursor a reader saw before it (on a line the crash
+/// lost) is never handed out again; far more than one append can hold.
+pub const CRASH_GAP: u64 = 1 << 30;
+/// Written by [`ChangeLog::close`]: the stream was closed cleanly (no gap needed).
+const CLEAN: &str = "CLEAN";
 
 /// Lines kept in memory for readers that keep up.
 const RECENT: usize = 200_000;
@@ -154,6 +167,7 @@ const SEGMENT_BYTES: u64 = 64 << 20;
 /// The durable change stream.
 pub struct ChangeLog {
     inner: Mutex<Inner>,
+    tail: Mutex<Tail>,
     last: tokio::sync::watch::Sender<u64>,
 }
 
@@ -163,8 +177,17 @@ fn segment_path(dir: &Path, first: u64) -> PathBuf {
 
 impl ChangeLog {
     /// Opens (or creates) the stream under `dir`, cutting a torn last line.
+    ///
+    /// Lines are visible to readers before they are synced ([`ChangeLog::append`]); after a
+    /// crash (no clean close) cursors continue [`CRASH_GAP`] further, so no reader's cursor
+    /// is reused.
     pub fn open(dir: &Path) -> Result<Self, ChangeError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let marked = match std::fs::remove_file(dir.join(CLEAN)) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(io(dir)(e)),
+        };
         let mut segments: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
             .map_err(io(dir))?
             .filter_map(|e| e.ok())
@@ -221,6 +244,15 @@ impl ChangeLog {
             }
             written = good as u64;
         }
+        // No segment yet: nothing was ever durable, so there is no cursor to protect.
+        if !marked && !segments.is_empty() {
+            tracing::warn!(
+                from = next_seq,
+                to = next_seq + CRASH_GAP,
+                "change stream was not closed cleanly; cursors skip ahead"
+            );
+            next_seq += CRASH_GAP;
+        }
         let (last, _) = tokio::sync::watch::channel(next_seq - 1);
         Ok(ChangeLog {
             inner: Mutex::new(Inner {
@@ -228,11 +260,26 @@ impl ChangeLog {
                 segments,
                 file: None,
                 written,
+            }),
+            tail: Mutex::new(Tail {
+                complete_from: recent.front().map_or(next_seq, |l| l.seq),
                 next_seq,
                 recent,
             }),
             last,
         })
+    }
+
+    /// Syncs and marks the stream closed cleanly (the next open continues its cursors without
+    /// a gap). Call it last.
+    pub fn close(&self) -> Result<(), ChangeError> {
+        let g = self.inner.lock();
+        if let Some(f) = &g.file {
+            f.sync_data().map_err(io(&g.dir))?;
+        }
+        let path = g.dir.join(CLEAN);
+        std::fs::write(&path, self.last_seq().to_string()).map_err(io(&path))?;
+        Ok(())
     }
 
     /// The cursor of the newest change (0 when none).
@@ -242,9 +289,9 @@ impl ChangeLog {
 
     /// The cursor of the oldest retained change (0 when none).
     pub fn first_seq(&self) -> u64 {
-        let g = self.inner.lock();
-        match g.segments.first() {
-            Some((first, _)) if g.next_seq > *first => *first,
+        let first = self.inner.lock().segments.first().map(|(f, _)| *f);
+        match first {
+            Some(first) if self.last_seq() >= first => first,
             _ => 0,
         }
     }
@@ -254,58 +301,66 @@ impl ChangeLog {
         self.last.subscribe()
     }
 
-    /// Appends changes (assigning their cursors) and syncs them to disk. `types` gives the
-    /// value type of a tag by name (instants are stored as text).
+    /// Appends changes (assigning their cursors): they are visible to readers at once, then
+    /// written and synced before this returns.
     pub fn append(&self, changes: &[Change]) -> Result<u64, ChangeError> {
         if changes.is_empty() {
             return Ok(self.last_seq());
         }
-        let mut g = self.inner.lock();
         let mut buf = String::new();
-        let mut lines = Vec::with_capacity(changes.len());
-        // Changes of one round mostly share their instant: format it once.
-        let mut at_cache: (i64, String) = (i64::MIN, String::new());
-        for c in changes {
-            let seq = g.next_seq;
-            g.next_seq += 1;
-            if at_cache.0 != c.at {
-                at_cache = (c.at, format_iso(c.at));
+        let (first, last) = {
+            let mut t = self.tail.lock();
+            let first = t.next_seq;
+            // Changes of one round mostly share their instant: format it once.
+            let mut at_cache: (i64, String) = (i64::MIN, String::new());
+            for c in changes {
+                let seq = t.next_seq;
+                t.next_seq += 1;
+                if at_cache.0 != c.at {
+                    at_cache = (c.at, format_iso(c.at));
+                }
+                let r = RecordRef {
+                    seq,
+                    at: &at_cache.1,
+                    profile: c.profile,
+                    kind: c.kind,
+                    name: &c.name,
+                    old: ValueJson(&c.old),
+                    new: ValueJson(&c.new),
+                    event_time: c.event_time.map(format_iso),
+                    cause: &c.cause,
+                };
+                let text = serde_json::to_string(&r).unwrap_or_default();
+                buf.push_str(&text);
+                buf.push('\n');
+                t.recent.push_back(Line {
+                    seq,
+                    profile: c.profile,
+                    kind: c.kind,
+                    name: c.name.clone(),
+                    text: Arc::from(text),
+                });
             }
-            let r = RecordRef {
-                seq,
-                at: &at_cache.1,
-                profile: c.profile,
-                kind: c.kind,
-                name: &c.name,
-                old: ValueJson(&c.old),
-                new: ValueJson(&c.new),
-                event_time: c.event_time.map(format_iso),
-                cause: &c.cause,
-            };
-            let text = serde_json::to_string(&r).unwrap_or_default();
-            buf.push_str(&text);
-            buf.push('\n');
-            lines.push(Line {
-                seq,
-                profile: c.profile,
-                kind: c.kind,
-                name: c.name.clone(),
-                text: Arc::from(text),
-            });
-        }
-        let first = lines.first().map_or(0, |l| l.seq);
+            while t.recent.len() > RECENT {
+                t.recent.pop_front();
+                t.complete_from = t.recent.front().map_or(t.next_seq, |l| l.seq);
+            }
+            (first, t.next_seq - 1)
+        };
+        self.last.send_replace(last);
+        let mut g = self.inner.lock();
         if g.segments.is_empty() || g.written >= SEGMENT_BYTES {
             let path = segment_path(&g.dir, first);
             g.segments.push((first, path));
             g.file = None;
             g.written = 0;
         }
+        let path = g
+            .segments
+            .last()
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default();
         if g.file.is_none() {
-            let path = g
-                .segments
-                .last()
-                .map(|(_, p)| p.clone())
-                .unwrap_or_default();
             let f = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -313,23 +368,11 @@ impl ChangeLog {
                 .map_err(io(&path))?;
             g.file = Some(f);
         }
-        let path = g
-            .segments
-            .last()
-            .map(|(_, p)| p.clone())
-            .unwrap_or_default();
         if let Some(f) = g.file.as_mut() {
             f.write_all(buf.as_bytes()).map_err(io(&path))?;
             f.sync_data().map_err(io(&path))?;
         }
         g.written += buf.len() as u64;
-        let last = g.next_seq - 1;
-        g.recent.extend(lines);
-        while g.recent.len() > RECENT {
-            g.recent.pop_front();
-        }
-        drop(g);
-        self.last.send_replace(last);
         Ok(last)
     }
 
@@ -351,11 +394,12 @@ impl ChangeLog {
         let mut out = Vec::new();
         let mut next = since;
         let mut scanned = 0usize;
-        let g = self.inner.lock();
-        if g.recent.front().is_some_and(|l| l.seq <= since + 1) {
+        let t = self.tail.lock();
+        let recent = &t.recent;
+        if since + 1 >= t.complete_from {
             // Lines are in cursor order: find the first after `since` by bisection.
-            let from = g.recent.partition_point(|l| l.seq <= since);
-            for l in g.recent.range(from..) {
+            let from = recent.partition_point(|l| l.seq <= since);
+            for l in recent.range(from..) {
                 next = l.seq;
                 scanned += 1;
                 if want(l.kind, &l.name) {
@@ -367,8 +411,8 @@ impl ChangeLog {
             }
             return Ok((out, next));
         }
-        let segments = g.segments.clone();
-        drop(g);
+        drop(t);
+        let segments = self.inner.lock().segments.clone();
         for (i, (_, path)) in segments.iter().enumerate() {
             let end = segments.get(i + 1).map_or(u64::MAX, |(f, _)| *f);
             if end != u64::MAX && end <= since + 1 {
@@ -435,7 +479,10 @@ impl ChangeLog {
                 std::fs::rename(&tmp, path).map_err(io(path))?;
             }
         }
-        g.recent.retain(|l| !profiles.contains(&l.profile));
+        self.tail
+            .lock()
+            .recent
+            .retain(|l| !profiles.contains(&l.profile));
         if let Some((_, last)) = g.segments.last() {
             g.written = std::fs::metadata(last).map_or(0, |m| m.len());
         }
@@ -531,14 +578,21 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
         f.write_all(b"{\"seq\":4,\"at\":").unwrap();
         drop(f);
+        // Not closed cleanly: cursors skip ahead, so a cursor handed out before the crash (on a
+        // line it lost) is never reused; a reader anywhere in the gap gets what follows it.
         let log = ChangeLog::open(dir.path()).unwrap();
-        assert_eq!(log.last_seq(), 3);
-        assert_eq!(log.append(&[change(3, true)]).unwrap(), 4);
+        assert_eq!(log.last_seq(), 3 + CRASH_GAP);
+        assert_eq!(log.append(&[change(3, true)]).unwrap(), 4 + CRASH_GAP);
         let all = log.records_after(0).unwrap();
         assert_eq!(
             all.iter().map(|r| r.seq).collect::<Vec<_>>(),
-            vec![1, 2, 3, 4]
+            vec![1, 2, 3, 4 + CRASH_GAP]
         );
+        assert_eq!(log.read(4, 10).unwrap().0.len(), 1);
+        log.close().unwrap();
+        drop(log);
+        let log = ChangeLog::open(dir.path()).unwrap();
+        assert_eq!(log.last_seq(), 4 + CRASH_GAP, "a clean close leaves no gap");
         assert_eq!(log.erase(&[1]).unwrap(), 2);
         let all = log.records_after(0).unwrap();
         assert_eq!(

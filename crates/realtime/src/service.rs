@@ -546,6 +546,9 @@ impl Worker {
         if let Err(e) = self.snapshot() {
             tracing::error!(error = %e, "real-time snapshot at shutdown failed");
         }
+        if let Err(e) = self.changes.close() {
+            tracing::error!(error = %e, "closing the change stream failed");
+        }
     }
 
     /// Handles one message; true to stop.
@@ -750,7 +753,9 @@ pub fn erase_offline(dir: &Path, profiles: &[u32]) -> Result<u64, ServiceError> 
     if !dir.exists() {
         return Ok(0);
     }
-    let removed = ChangeLog::open(&dir.join("changes"))?.erase(profiles)?;
+    let log = ChangeLog::open(&dir.join("changes"))?;
+    let removed = log.erase(profiles)?;
+    log.close()?;
     let state = dir.join("state.bin");
     match std::fs::remove_file(&state) {
         Ok(()) => {}
