@@ -304,6 +304,23 @@ impl ChangeLog {
     /// Appends changes (assigning their cursors): they are visible to readers at once, then
     /// written and synced before this returns.
     pub fn append(&self, changes: &[Change]) -> Result<u64, ChangeError> {
+        let last = self.stage(changes)?;
+        self.sync()?;
+        Ok(last)
+    }
+
+    /// Syncs what [`ChangeLog::stage`] wrote.
+    pub fn sync(&self) -> Result<(), ChangeError> {
+        let g = self.inner.lock();
+        if let Some(f) = &g.file {
+            f.sync_data().map_err(io(&g.dir))?;
+        }
+        Ok(())
+    }
+
+    /// Appends changes, visible to readers at once and written to the segment, without the
+    /// sync: [`ChangeLog::sync`] makes a series of stages durable together.
+    pub fn stage(&self, changes: &[Change]) -> Result<u64, ChangeError> {
         if changes.is_empty() {
             return Ok(self.last_seq());
         }
@@ -370,7 +387,6 @@ impl ChangeLog {
         }
         if let Some(f) = g.file.as_mut() {
             f.write_all(buf.as_bytes()).map_err(io(&path))?;
-            f.sync_data().map_err(io(&path))?;
         }
         g.written += buf.len() as u64;
         Ok(last)

@@ -557,6 +557,8 @@ impl Worker {
             Msg::Applied(group) => {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
                 self.apply(group);
+                // Readable at once; the round's end syncs them all together.
+                self.stage();
             }
             Msg::Rebuild(ids, reply) => {
                 self.rebuild(&ids);
@@ -678,13 +680,21 @@ impl Worker {
         self.dirty = true;
     }
 
-    /// Appends the engine's pending changes to the stream (synced).
+    /// Appends the engine's pending changes to the stream and syncs it.
     fn publish(&mut self) {
+        self.stage();
+        if let Err(e) = self.changes.sync() {
+            tracing::error!(error = %e, "change stream sync failed");
+        }
+    }
+
+    /// Makes the engine's pending changes readable (written, not yet synced).
+    fn stage(&mut self) {
         let changes = self.rt.write().take_changes();
         if changes.is_empty() {
             return;
         }
-        if let Err(e) = self.changes.append(&changes) {
+        if let Err(e) = self.changes.stage(&changes) {
             // The values stay in the engine; the next recovery re-derives what was lost.
             tracing::error!(error = %e, lost = changes.len(), "change stream write failed");
         }
