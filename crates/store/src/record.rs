@@ -208,28 +208,15 @@ impl Codec {
         len: usize,
         pseudonym: impl Fn(&Identifier) -> String,
     ) -> Vec<u8> {
-        let skeleton = Message {
-            kind: m.kind,
-            message_id: String::new(),
-            source: m.source,
-            event: None,
-            user_id: None,
-            anonymous_id: None,
-            previous_id: None,
-            group_id: None,
-            timestamp: m.timestamp,
-            received_at: m.received_at,
-            sent_at: None,
-            original_timestamp: None,
-            traits: "{}".into(),
-            properties: "{}".into(),
-            context: "{}".into(),
-            identifiers: m
-                .identifiers
+        let skeleton = stripped(
+            m,
+            String::new(),
+            "{}".into(),
+            m.identifiers
                 .iter()
                 .map(|id| Identifier::new(id.kind.clone(), pseudonym(id)))
                 .collect(),
-        };
+        );
         let mut inner = Vec::new();
         if self.encode(&skeleton, &mut inner).is_err() || 5 + inner.len() > len {
             return tombstone(len);
@@ -249,24 +236,7 @@ impl Codec {
     /// (JSON text) the traits to keep, everything else dropped. `None` when it does not fit
     /// (then the record is left as it is).
     pub(crate) fn expired(&self, m: &Message, traits: String, len: usize) -> Option<Vec<u8>> {
-        let kept = Message {
-            kind: m.kind,
-            message_id: m.message_id.clone(),
-            source: m.source,
-            event: None,
-            user_id: None,
-            anonymous_id: None,
-            previous_id: None,
-            group_id: None,
-            timestamp: m.timestamp,
-            received_at: m.received_at,
-            sent_at: None,
-            original_timestamp: None,
-            traits,
-            properties: "{}".into(),
-            context: "{}".into(),
-            identifiers: m.identifiers.clone(),
-        };
+        let kept = stripped(m, m.message_id.clone(), traits, m.identifiers.clone());
         let mut inner = Vec::new();
         if self.encode(&kept, &mut inner).is_err() || 5 + inner.len() > len {
             return None;
@@ -285,4 +255,32 @@ pub(crate) fn tombstone(len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len.max(1)];
     v[0] = ERASED;
     v
+}
+
+/// `m` with its content dropped: kind, source and times kept, the given message id, traits
+/// (JSON text) and identifiers, everything else empty (erasure skeletons, expired events).
+fn stripped(
+    m: &Message,
+    message_id: String,
+    traits: String,
+    identifiers: Vec<Identifier>,
+) -> Message {
+    Message {
+        kind: m.kind,
+        message_id,
+        source: m.source,
+        event: None,
+        user_id: None,
+        anonymous_id: None,
+        previous_id: None,
+        group_id: None,
+        timestamp: m.timestamp,
+        received_at: m.received_at,
+        sent_at: None,
+        original_timestamp: None,
+        traits,
+        properties: "{}".into(),
+        context: "{}".into(),
+        identifiers,
+    }
 }

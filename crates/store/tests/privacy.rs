@@ -23,23 +23,6 @@ fn person(n: u32) -> Vec<Message> {
     ]
 }
 
-/// Every byte of every file under `dir`.
-fn all_bytes(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("read dir") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((p.display().to_string(), std::fs::read(&p).expect("read")));
-            }
-        }
-    }
-    out
-}
-
 fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
@@ -77,7 +60,7 @@ fn erasure_destroys_events_profile_and_snapshot_and_suppresses_the_person() {
         assert_eq!(engine.ingest(vec![new_msg]).expect("ingest").suppressed, 1);
         assert!(engine.erase(id).is_err(), "already erased");
     }
-    for (path, bytes) in all_bytes(dir.path()) {
+    for (path, bytes) in common::all_bytes(dir.path()) {
         for secret in ["13900000001", "王小1", "p1@example.cn", "member-1"] {
             assert!(!contains(&bytes, secret), "{path} still holds {secret}");
         }
@@ -117,7 +100,7 @@ fn encrypted_data_directory_holds_no_plaintext_and_needs_its_key() {
         engine.ingest(person(7)).expect("ingest");
         engine.snapshot().expect("snapshot");
     }
-    for (path, bytes) in all_bytes(&data) {
+    for (path, bytes) in common::all_bytes(&data) {
         for plain in [
             "13900000007",
             "王小7",

@@ -94,24 +94,8 @@ fn observe(engine: &Engine) -> Observed {
     }
 }
 
-fn all_bytes(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("read dir") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((p.display().to_string(), std::fs::read(&p).expect("read")));
-            }
-        }
-    }
-    out
-}
-
 fn holds(dir: &std::path::Path, needle: &str) -> bool {
-    all_bytes(dir)
+    common::all_bytes(dir)
         .iter()
         .any(|(_, b)| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
 }

@@ -385,13 +385,8 @@ impl Tagging {
             .map(|t| (t.name.clone(), t.value_type))
             .collect();
         let audiences = self
-            .catalog
-            .lock()
-            .audiences()
-            .filter_map(|a| {
-                a.published()
-                    .map(|v| (a.name.clone(), v.expression.clone()))
-            })
+            .published_audiences()
+            .into_iter()
             .filter_map(|(name, text)| {
                 compile_audience(&text, &tags, plan.time_zone)
                     .ok()
@@ -834,16 +829,20 @@ impl Tagging {
         Ok(members)
     }
 
-    fn measure_audiences(&self, as_of: i64, now: i64) -> Result<Vec<(String, u64)>, TaggingError> {
-        let saved: Vec<(String, String)> = self
-            .catalog
+    /// Every audience with a published version: name and expression.
+    fn published_audiences(&self) -> Vec<(String, String)> {
+        self.catalog
             .lock()
             .audiences()
             .filter_map(|a| {
                 a.published()
                     .map(|v| (a.name.clone(), v.expression.clone()))
             })
-            .collect();
+            .collect()
+    }
+
+    fn measure_audiences(&self, as_of: i64, now: i64) -> Result<Vec<(String, u64)>, TaggingError> {
+        let saved = self.published_audiences();
         let mut sizes = Vec::new();
         let mut points = Vec::new();
         for (name, expr) in saved {
