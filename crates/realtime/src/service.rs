@@ -173,13 +173,21 @@ fn write_snapshot(path: &Path, snap: &Snapshot) -> Result<(), ServiceError> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
+    let started = std::time::Instant::now();
     let bytes = bincode::serialize(snap).map_err(|e| err(&e))?;
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, &bytes).map_err(|e| err(&e))?;
     std::fs::File::open(&tmp)
         .and_then(|f| f.sync_all())
         .map_err(|e| err(&e))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(&e))
+    std::fs::rename(&tmp, path).map_err(|e| err(&e))?;
+    tracing::info!(
+        profiles = snap.saved.profiles.len(),
+        mb = bytes.len() as f64 / 1e6,
+        ms = started.elapsed().as_millis() as u64,
+        "real-time snapshot written"
+    );
+    Ok(())
 }
 
 /// A profile's events from the store, in log order.
