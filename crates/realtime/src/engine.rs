@@ -1042,13 +1042,14 @@ impl Realtime {
         let n_tags = shape.plan.tags.len();
         let mut dirty = vec![all; n_tags];
         let mut changed_tags = vec![false; n_tags];
-        let needs_traits = (0..n_tags).any(|t| {
-            let r = &shape.tag_reads[t];
-            r.traits && (all || traits_changed)
-        }) || shape.audience_reads.iter().any(|r| r.traits);
-        let traits_map = if needs_traits { traits(profile) } else { None };
+        // The profile's traits, read once and only if something evaluated reads them.
+        let mut fetched: Option<Option<JsonMap>> = None;
+        let fetch = |reads: &Reads, fetched: &mut Option<Option<JsonMap>>| {
+            if reads.traits && fetched.is_none() {
+                *fetched = Some(traits(profile));
+            }
+        };
         let mut values = std::mem::take(&mut st.values);
-        let traits_ref = traits_map.as_ref();
         values.resize(n_tags, Value::Null);
         let mut out = Vec::new();
         for t in 0..n_tags {
@@ -1062,6 +1063,8 @@ impl Realtime {
                 continue;
             }
             self.counters.evaluations += 1;
+            fetch(r, &mut fetched);
+            let traits_ref = fetched.as_ref().and_then(Option::as_ref);
             let v = eval_tag(
                 shape,
                 t,
@@ -1090,6 +1093,8 @@ impl Realtime {
                 continue;
             }
             self.counters.evaluations += 1;
+            fetch(r, &mut fetched);
+            let traits_ref = fetched.as_ref().and_then(Option::as_ref);
             let row = StateRow::new(shape, st, traits_ref, &values, now);
             let m = eval_scalar(&aud.expr, &row, now, tz).truthy();
             if m != members[a] {
@@ -1110,6 +1115,12 @@ impl Realtime {
             }
         }
         {
+            for r in shape.tag_reads.iter().chain(&shape.audience_reads) {
+                if !r.steps.is_empty() {
+                    fetch(r, &mut fetched);
+                }
+            }
+            let traits_ref = fetched.as_ref().and_then(Option::as_ref);
             let row = StateRow::new(shape, st, traits_ref, &values, now);
             for r in shape.tag_reads.iter().chain(&shape.audience_reads) {
                 for (f, arg) in &r.steps {

@@ -573,3 +573,33 @@ fn events_beyond_the_lateness_bound_wait_for_a_rebuild() {
         .iter()
         .any(|c| c.name.as_ref() == "views_7d" && c.cause == portrait_realtime::Cause::Rebuild));
 }
+
+/// A tag reading traits and events, re-evaluated because of an event that does not touch
+/// traits, still sees the profile's traits (no timer due to mask it).
+#[test]
+fn a_rule_on_traits_and_events_reads_traits_when_an_event_changes_it() {
+    let defs = parse_defs(
+        "name: gold\nrefresh: realtime\nrule: traits.member_level = \"gold\" and count(event = \"Order Completed\") >= 1\n",
+        "gold.yaml",
+    )
+    .expect("parses");
+    let plan = compile(&defs, &Known::default()).expect("compiles").plan;
+    let mut rt = Realtime::new(plan, Vec::new(), Config::default(), T0);
+    let gold = |_: u32| {
+        let mut m = serde_json::Map::new();
+        m.insert("member_level".into(), "gold".into());
+        Some(m)
+    };
+    let order = Event {
+        offset: 1,
+        ts: T0,
+        kind: "track",
+        name: Some("Order Completed"),
+        source: "shop",
+        properties: "{}",
+        message_id: "o1",
+        touches_traits: false,
+    };
+    rt.apply(3, &[], &order, T0, &gold);
+    assert_eq!(rt.values(3), vec![("gold", Value::Bool(true))]);
+}
