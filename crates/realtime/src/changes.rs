@@ -100,21 +100,9 @@ impl Serialize for ValueJson<'_> {
     }
 }
 
-/// A value as JSON (instants as ISO 8601 text).
+/// A value as JSON (instants as ISO 8601 text), as change lines write it.
 pub fn value_json(v: &Value) -> serde_json::Value {
-    match v {
-        Value::Null => serde_json::Value::Null,
-        Value::Bool(b) => serde_json::Value::Bool(*b),
-        Value::Num(x) => serde_json::Number::from_f64(*x).map_or(serde_json::Value::Null, |n| {
-            if x.fract() == 0.0 && x.abs() < 9e15 {
-                serde_json::Value::from(*x as i64)
-            } else {
-                serde_json::Value::Number(n)
-            }
-        }),
-        Value::Str(s) => serde_json::Value::String(s.to_string()),
-        Value::Time(t) => serde_json::Value::String(format_iso(*t)),
-    }
+    serde_json::to_value(ValueJson(v)).unwrap_or(serde_json::Value::Null)
 }
 
 /// The value of JSON written by [`value_json`] for a value of type `ty`.
