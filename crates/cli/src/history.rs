@@ -165,6 +165,30 @@ fn open_tagging(data: &Path) -> Result<Tagging> {
     Tagging::open(engine).map_err(|e| anyhow!("{e}"))
 }
 
+/// What a range query of the history reads, opened from its arguments.
+struct Range {
+    history: History,
+    tag: String,
+    from: Day,
+    to: Day,
+    within: Option<RoaringBitmap>,
+    json: bool,
+}
+
+impl RangeArgs {
+    /// Opens the history, parses the range and loads the audience restricting it.
+    fn open(self) -> Result<Range> {
+        Ok(Range {
+            within: audience(&self.data, self.audience.as_deref())?,
+            history: history(&self.data)?,
+            from: day(&self.from)?,
+            to: day(&self.to)?,
+            tag: self.tag,
+            json: self.json,
+        })
+    }
+}
+
 fn history(data: &Path) -> Result<History> {
     History::for_data_dir(data).map_err(|e| anyhow!("{e}"))
 }
@@ -251,17 +275,16 @@ pub fn run(cmd: HistoryCommand) -> Result<()> {
             Ok(())
         }
         HistoryCommand::Transitions { q } => {
-            let RangeArgs {
-                data,
+            let Range {
+                history: h,
                 tag,
                 from,
                 to,
-                audience: aud,
+                within,
                 json,
-            } = q;
-            let within = audience(&data, aud.as_deref())?;
-            let cells = history(&data)?
-                .transitions(&tag, day(&from)?, day(&to)?, within.as_ref())
+            } = q.open()?;
+            let cells = h
+                .transitions(&tag, from, to, within.as_ref())
                 .map_err(|e| anyhow!("{e}"))?;
             if json {
                 return print_json(serde_json::json!(cells));
@@ -273,23 +296,16 @@ pub fn run(cmd: HistoryCommand) -> Result<()> {
             Ok(())
         }
         HistoryCommand::Change { value, q } => {
-            let RangeArgs {
-                data,
+            let Range {
+                history: h,
                 tag,
                 from,
                 to,
-                audience: aud,
+                within,
                 json,
-            } = q;
-            let within = audience(&data, aud.as_deref())?;
-            let c = history(&data)?
-                .change(
-                    &tag,
-                    value.as_deref(),
-                    day(&from)?,
-                    day(&to)?,
-                    within.as_ref(),
-                )
+            } = q.open()?;
+            let c = h
+                .change(&tag, value.as_deref(), from, to, within.as_ref())
                 .map_err(|e| anyhow!("{e}"))?;
             if json {
                 return print_json(serde_json::json!(c));
@@ -301,17 +317,16 @@ pub fn run(cmd: HistoryCommand) -> Result<()> {
             Ok(())
         }
         HistoryCommand::Population { q } => {
-            let RangeArgs {
-                data,
+            let Range {
+                history: h,
                 tag,
                 from,
                 to,
-                audience: aud,
+                within,
                 json,
-            } = q;
-            let within = audience(&data, aud.as_deref())?;
-            let points = history(&data)?
-                .population(&tag, day(&from)?, day(&to)?, within.as_ref())
+            } = q.open()?;
+            let points = h
+                .population(&tag, from, to, within.as_ref())
                 .map_err(|e| anyhow!("{e}"))?;
             if json {
                 return print_json(serde_json::json!(points));
