@@ -33,7 +33,7 @@ use portrait_tags::value::Value;
 use roaring::RoaringBitmap;
 
 use crate::error::SelectError;
-use crate::numeric::NumericColumn;
+use crate::numeric::{NumericColumn, RangeSet};
 use crate::store::{EnumTag, Snapshot, TagData};
 
 type Set<'a> = Cow<'a, RoaringBitmap>;
@@ -175,16 +175,31 @@ fn enum_where(e: &EnumTag, pred: impl Fn(&str) -> bool) -> RoaringBitmap {
     union_of(e.values().iter().filter(|(k, _)| pred(k)).map(|(_, b)| b))
 }
 
-fn numeric_cmp(c: &NumericColumn, op: CmpOp, x: f64) -> RoaringBitmap {
-    let (lo, hi) = match op {
+/// The bounds of `T op x` for an ordering or equality comparison (`None` for `!=`).
+fn cmp_bounds(op: CmpOp, x: f64) -> Option<(Bound<f64>, Bound<f64>)> {
+    Some(match op {
         CmpOp::Eq => (Bound::Included(x), Bound::Included(x)),
-        CmpOp::Ne => return c.present() - c.range(Bound::Included(x), Bound::Included(x)),
+        CmpOp::Ne => return None,
         CmpOp::Lt => (Bound::Unbounded, Bound::Excluded(x)),
         CmpOp::Le => (Bound::Unbounded, Bound::Included(x)),
         CmpOp::Gt => (Bound::Excluded(x), Bound::Unbounded),
         CmpOp::Ge => (Bound::Included(x), Bound::Unbounded),
-    };
-    c.range(lo, hi)
+    })
+}
+
+fn numeric_cmp(c: &NumericColumn, op: CmpOp, x: f64) -> RoaringBitmap {
+    match cmp_bounds(op, x) {
+        Some((lo, hi)) => c.range(lo, hi),
+        None => c.present() - c.range(Bound::Included(x), Bound::Included(x)),
+    }
+}
+
+/// The operands of an `and`: plain sets (sorted by size), numeric ranges kept in parts, and
+/// the sets under `not`.
+struct AndParts<'a> {
+    pos: Vec<Set<'a>>,
+    ranges: Vec<RangeSet<'a>>,
+    neg: Vec<Set<'a>>,
 }
 
 impl<'a> Lowering<'a> {
@@ -217,8 +232,8 @@ impl<'a> Lowering<'a> {
                 Ok(Cow::Owned(self.universe() - &*inner))
             }
             Expr::And(xs) => {
-                let (pos, neg) = self.lower_and(xs)?;
-                Ok(Cow::Owned(self.intersect(pos, &neg)))
+                let parts = self.lower_and(xs)?;
+                Ok(Cow::Owned(self.intersect(parts)))
             }
             Expr::Or(xs) => {
                 let mut sets = xs
@@ -359,27 +374,77 @@ impl<'a> Lowering<'a> {
         }
     }
 
-    /// Lowers the operands of an `and`, splitting `not x` operands off as `x`.
-    #[allow(clippy::type_complexity)]
-    fn lower_and(&self, xs: &[Expr]) -> Result<(Vec<Set<'a>>, Vec<Set<'a>>), SelectError> {
-        let mut pos = Vec::new();
-        let mut neg = Vec::new();
+    /// Lowers the operands of an `and`, splitting `not x` operands off as `x` and keeping
+    /// numeric range predicates in parts.
+    fn lower_and(&self, xs: &[Expr]) -> Result<AndParts<'a>, SelectError> {
+        let mut parts = AndParts {
+            pos: Vec::new(),
+            ranges: Vec::new(),
+            neg: Vec::new(),
+        };
         for x in xs {
             match x {
-                Expr::Not(inner) => neg.push(self.lower(inner)?),
-                other => pos.push(self.lower(other)?),
+                Expr::Not(inner) => parts.neg.push(self.lower(inner)?),
+                other => match self.range_of(other)? {
+                    Some(r) => parts.ranges.push(r),
+                    None => parts.pos.push(self.lower(other)?),
+                },
             }
         }
-        pos.sort_by_key(|s| s.len());
-        Ok((pos, neg))
+        parts.pos.sort_by_key(|s| s.len());
+        Ok(parts)
     }
 
-    /// Intersection of `pos` (sorted by size; universe when empty) minus every `neg`.
-    fn intersect(&self, pos: Vec<Set<'a>>, neg: &[Set<'a>]) -> RoaringBitmap {
+    /// `e` as a range over a numeric tag (`T op L` but `!=`, `T between L and L`), if it is one.
+    fn range_of(&self, e: &Expr) -> Result<Option<RangeSet<'a>>, SelectError> {
+        let (tag, lo, hi) = match e {
+            Expr::Cmp(op, l, r) => {
+                let atom = self.atom(*op, l, r)?;
+                let (TagData::Numeric(c), Some(x)) = (atom.tag, num_lit(&atom.lit)) else {
+                    return Ok(None);
+                };
+                let Some((lo, hi)) = cmp_bounds(atom.op, x) else {
+                    return Ok(None);
+                };
+                (c, lo, hi)
+            }
+            Expr::Between {
+                expr,
+                low,
+                high,
+                negated: false,
+            } => {
+                let (Expr::Tag(i), Some(lo), Some(hi)) = (&**expr, literal(low), literal(high))
+                else {
+                    return Ok(None);
+                };
+                let (TagData::Numeric(c), Some(a), Some(b)) =
+                    (self.tag(*i)?.1, num_lit(&lo), num_lit(&hi))
+                else {
+                    return Ok(None);
+                };
+                (c, Bound::Included(a), Bound::Included(b))
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(tag.range_set(lo, hi)))
+    }
+
+    /// Intersection of the positive operands (universe when there are none) minus every
+    /// negated one.
+    fn intersect(&self, parts: AndParts<'a>) -> RoaringBitmap {
+        let AndParts {
+            pos,
+            mut ranges,
+            neg,
+        } = parts;
         let mut it = pos.into_iter();
         let mut acc = match it.next() {
             Some(first) => first.into_owned(),
-            None => self.universe().clone(),
+            None => match ranges.pop() {
+                Some(r) => r.into_bitmap(),
+                None => self.universe().clone(),
+            },
         };
         for s in it {
             if acc.is_empty() {
@@ -387,7 +452,13 @@ impl<'a> Lowering<'a> {
             }
             acc &= &*s;
         }
-        for s in neg {
+        for r in &ranges {
+            if acc.is_empty() {
+                break;
+            }
+            r.intersect_into(&mut acc);
+        }
+        for s in &neg {
             if acc.is_empty() {
                 break;
             }
@@ -454,27 +525,27 @@ impl<'a> Lowering<'a> {
         match e {
             Expr::Not(x) => Ok(self.universe().len().saturating_sub(self.count(x)?)),
             Expr::And(xs) => {
-                let (mut pos, mut neg) = self.lower_and(xs)?;
-                if let Some(last) = neg.pop() {
-                    let acc = match (pos.len(), neg.is_empty()) {
-                        (1, true) => pos.pop().unwrap_or_default(),
-                        _ => Cow::Owned(self.intersect(pos, &neg)),
-                    };
-                    Ok(acc.difference_len(&last))
-                } else {
-                    match pos.len() {
-                        0 => Ok(self.universe().len()),
-                        1 => Ok(pos.iter().map(|s| s.len()).sum()),
-                        _ => {
-                            let largest = pos.pop().unwrap_or_default();
-                            let acc = match pos.len() {
-                                1 => pos.pop().unwrap_or_default(),
-                                _ => Cow::Owned(self.intersect(pos, &[])),
-                            };
-                            Ok(acc.intersection_len(&largest))
-                        }
+                let mut parts = self.lower_and(xs)?;
+                // The last step as a cardinality: `|acc − last|` or `|acc ∩ largest|`.
+                if let Some(last) = parts.neg.pop() {
+                    if parts.pos.len() == 1 && parts.ranges.is_empty() && parts.neg.is_empty() {
+                        let only = parts.pos.pop().unwrap_or_default();
+                        return Ok(only.difference_len(&last));
                     }
+                    return Ok(self.intersect(parts).difference_len(&last));
                 }
+                if parts.ranges.is_empty() && parts.pos.len() >= 2 {
+                    let largest = parts.pos.pop().unwrap_or_default();
+                    if parts.pos.len() == 1 {
+                        let only = parts.pos.pop().unwrap_or_default();
+                        return Ok(only.intersection_len(&largest));
+                    }
+                    return Ok(self.intersect(parts).intersection_len(&largest));
+                }
+                if parts.pos.is_empty() && parts.ranges.len() == 1 {
+                    return Ok(parts.ranges.iter().map(RangeSet::len).sum());
+                }
+                Ok(self.intersect(parts).len())
             }
             Expr::Or(xs) if xs.len() == 2 => {
                 let a = self.lower(&xs[0])?;
