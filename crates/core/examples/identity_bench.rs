@@ -1,8 +1,8 @@
 //! Identity-resolution benchmarks: link throughput, lookup latency and memory per profile.
 //!
 //! ```text
-//! cargo run --profile bench -p portrait-core --example identity_bench -- apply  [--people N] [--lookups N] [--shape single|three] [--via batch|apply] [--group N] [--window N]
-//! cargo run --profile bench -p portrait-core --example identity_bench -- kernel [--people N] [--lookups N] [--table idindex|hashmap] [--hasher fold|sip] [--window N] [--shards N]
+//! cargo run --profile bench -p portrait-core --example identity_bench -- apply  [--people N] [--lookups N] [--shape single|three] [--via batch|parallel|apply] [--group N] [--window N]
+//! cargo run --profile bench -p portrait-core --example identity_bench -- kernel [--people N] [--lookups N] [--table idindex|hashmap] [--hasher fold|sip] [--window N] [--shards N] [--arena] [--parallel N]
 //! ```
 //!
 //! Two measurements, kept apart on purpose:
@@ -30,7 +30,17 @@
 //!   if it may have been written since; `--window 0` looks up and links one person at a time,
 //!   as `apply` does. The `HashMap` hashes keys with `portrait_core::hash::KeyBuild`, as
 //!   `ProfileBook`'s index did; `--hasher sip` uses the std SipHash instead. `--shards N` (a
-//!   power of two) splits the index into N tables by the key's top bits.
+//!   power of two) splits the index into N tables by the key's top bits (each an `IdIndex`,
+//!   itself 2 shards). `--parallel N` runs the product's two-thread path instead,
+//!   `IdIndex::resolve_windows` in windows of N people (what `apply_batch_parallel` runs): the
+//!   helper thread hashes the next window while the calling thread decides the current one
+//!   against an overlay, and each thread looks up and inserts the keys of its own shard.
+//!   `--arena` (implied by `--parallel`) formats every value into one buffer before the timed
+//!   build, which then hashes from it (values already in memory, as in `Message`s), so the
+//!   build's time is key + get + insert with nothing subtracted.
+//!
+//! `apply --via parallel` calls `ProfileBook::apply_batch_parallel` per group commit (windows
+//! of `--window`, default `PARALLEL_WINDOW`).
 //!
 //! `--compact-check` (apply) clones the finished book and reports the clone's RSS: the live size
 //! without the allocator fragmentation of the as-grown book (needs twice the memory).
@@ -43,7 +53,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use portrait_core::hash::IdIndex;
-use portrait_core::profile::PROBE_WINDOW;
+use portrait_core::profile::{PARALLEL_WINDOW, PROBE_WINDOW};
 use portrait_core::{Identifier, IdentityConfig, Message, MessageKind, ProfileBook};
 
 const BASE: i64 = 1_704_067_200_000;
@@ -85,7 +95,11 @@ pub fn run(allocator: &str) {
                     group: num("--group", 10_000).max(1) as usize,
                     window: num("--window", PROBE_WINDOW as u64) as usize,
                 },
-                other => panic!("unknown --via `{other}`: use `batch` or `apply`"),
+                "parallel" => Via::Parallel {
+                    group: num("--group", 10_000).max(1) as usize,
+                    window: num("--window", PARALLEL_WINDOW as u64) as usize,
+                },
+                other => panic!("unknown --via `{other}`: use `batch`, `parallel` or `apply`"),
             };
             apply(ApplyRun {
                 people: num("--people", 10_000_000),
@@ -110,6 +124,8 @@ pub fn run(allocator: &str) {
                     people: num("--people", 33_400_000),
                     lookups: num("--lookups", 1_000_000),
                     window: num("--window", 64) as usize,
+                    parallel: num("--parallel", 0) as usize,
+                    arena: args.iter().any(|a| a == "--arena") || opt("--parallel").is_some(),
                     shards,
                     max_rss_kb,
                 },
@@ -423,6 +439,9 @@ enum Via {
     Apply,
     /// `ProfileBook::apply_batch_window` on group commits of `group` messages.
     Batch { group: usize, window: usize },
+    /// `ProfileBook::apply_batch_parallel` on group commits of `group` messages (what
+    /// `apply_batch` runs for batches of `PARALLEL_MIN` messages or more).
+    Parallel { group: usize, window: usize },
 }
 
 struct ApplyRun<'a> {
@@ -453,6 +472,10 @@ fn apply(run: ApplyRun) {
         Via::Batch { group, window } => (
             format!("ProfileBook::apply_batch, group commits of {group} messages, probe window {window}"),
             // Whole groups per built chunk, as the engine hands over whole group commits.
+            group * (CHUNK / group).max(1),
+        ),
+        Via::Parallel { group, window } => (
+            format!("ProfileBook::apply_batch_parallel, group commits of {group} messages, windows of {window}"),
             group * (CHUNK / group).max(1),
         ),
     };
@@ -497,6 +520,17 @@ fn apply(run: ApplyRun) {
                     black_box(book.apply_batch_window(&refs, window));
                 }
             }
+            Via::Parallel { group, window } => {
+                for (g, part) in chunk.chunks(group).enumerate() {
+                    let first = n + (g * group) as u64;
+                    let refs: Vec<(&Message, u64)> = part
+                        .iter()
+                        .enumerate()
+                        .map(|(i, m)| (m, first + i as u64))
+                        .collect();
+                    black_box(book.apply_batch_parallel(&refs, window));
+                }
+            }
         }
         applying += t.elapsed();
         let c1 = cpu();
@@ -530,7 +564,8 @@ fn apply(run: ApplyRun) {
     table.row(vec![
         match via {
             Via::Apply => "ProfileBook::apply".into(),
-            Via::Batch { .. } => "ProfileBook::apply_batch".into(),
+            Via::Batch { .. } => "ProfileBook::apply_batch_window".into(),
+            Via::Parallel { .. } => "ProfileBook::apply_batch_parallel".into(),
         },
         format!("{:.2}", secs(applying)),
         format!(
@@ -623,6 +658,19 @@ fn secret() -> [u8; 192] {
     s
 }
 
+/// Bytes per person in the `--arena`: user id, phone, anonymous id at fixed widths.
+const WIDTHS: [usize; 3] = [10, 14, 36];
+const PERSON: usize = 10 + 14 + 36;
+
+/// [`key`] of a value given as bytes.
+fn key_bytes(secret: &[u8; 192], kind: &str, value: &[u8]) -> u128 {
+    let mut buf = [0u8; 256];
+    let n = kind.len() + 1 + value.len();
+    buf[..kind.len()].copy_from_slice(kind.as_bytes());
+    buf[kind.len() + 1..n].copy_from_slice(value);
+    xxhash_rust::xxh3::xxh3_128_with_secret(&buf[..n], secret)
+}
+
 /// A 128-bit key computed as `ProfileBook` computes an identifier's: `type`, NUL, `value` in a
 /// stack buffer, one-shot XXH3-128 with a secret.
 fn key(secret: &[u8; 192], kind: &str, value: &str) -> u128 {
@@ -645,6 +693,12 @@ struct KernelRun {
     lookups: u64,
     /// People probed ahead (0: one person at a time).
     window: usize,
+    /// People per window of `IdIndex::resolve_windows` (two threads, as
+    /// `ProfileBook::apply_batch_parallel`); 0: the single-threaded paths.
+    parallel: usize,
+    /// Identifier values are formatted into an arena before the timed build, which hashes
+    /// them from there (as the real path hashes values already in `Message`s).
+    arena: bool,
     shards: usize,
     max_rss_kb: u64,
 }
@@ -754,13 +808,28 @@ fn kernel_with<S: BuildHasher + Clone>(run: KernelRun, hasher: S, label: &str) {
         people,
         lookups,
         window,
+        parallel,
+        arena,
         shards,
         max_rss_kb,
     } = run;
+    assert!(
+        parallel == 0 || (matches!(table, TableKind::IdIndex) && shards == 1),
+        "--parallel runs IdIndex::resolve_windows: --table idindex, --shards 1"
+    );
+    assert!(people < 1_000_000_000, "values are formatted with 9 digits");
     let links = 3 * people;
-    let how = match window {
-        0 => "one person at a time (as apply)".to_string(),
-        w => format!("probe window of {w} people (as apply_batch)"),
+    let how = match (parallel, window) {
+        (p, _) if p > 0 => format!(
+            "IdIndex::resolve_windows, 2 threads, windows of {p} people (as apply_batch_parallel)"
+        ),
+        (_, 0) => "one person at a time (as apply)".to_string(),
+        (_, w) => format!("probe window of {w} people (as apply_batch)"),
+    };
+    let how = if arena {
+        format!("{how}, values hashed from a pre-formatted arena")
+    } else {
+        how
     };
     let what = match table {
         TableKind::IdIndex => "portrait_core::hash::IdIndex (as ProfileBook)".to_string(),
@@ -790,12 +859,41 @@ fn kernel_with<S: BuildHasher + Clone>(run: KernelRun, hasher: S, label: &str) {
     let mut bufs: [String; 3] = Default::default();
     let t = Instant::now();
     let mut sink = 0usize;
+    // With --arena: every person's values back to back, at fixed widths.
+    let mut values: Vec<u8> = Vec::new();
+    if arena {
+        values.reserve_exact(people as usize * PERSON);
+    }
     for i in 0..people {
         fill(i, &mut bufs);
         sink = sink.wrapping_add(bufs[2].len());
+        if arena {
+            for (b, w) in bufs.iter().zip(WIDTHS) {
+                assert_eq!(b.len(), w);
+                values.extend_from_slice(b.as_bytes());
+            }
+        }
     }
     black_box(sink);
     let gen = t.elapsed();
+    guard(max_rss_kb);
+    let values = &values;
+    // The keys of person `i`, from the arena or formatted now.
+    let keys_of = |i: u64, bufs: &mut [String; 3]| -> [u128; 3] {
+        if arena {
+            let v = &values[i as usize * PERSON..(i as usize + 1) * PERSON];
+            let (a, rest) = v.split_at(WIDTHS[0]);
+            let (b, c) = rest.split_at(WIDTHS[1]);
+            [
+                key_bytes(&secret, KINDS[0], a),
+                key_bytes(&secret, KINDS[1], b),
+                key_bytes(&secret, KINDS[2], c),
+            ]
+        } else {
+            fill(i, bufs);
+            [0, 1, 2].map(|c| key(&secret, KINDS[c], &bufs[c]))
+        }
+    };
 
     let (c0, f0, t) = (cpu(), minor_faults(), Instant::now());
     let mut next: u32 = 0;
@@ -803,14 +901,35 @@ fn kernel_with<S: BuildHasher + Clone>(run: KernelRun, hasher: S, label: &str) {
         next += 1;
         next - 1
     };
-    if window == 0 {
+    if parallel > 0 {
+        // As apply_batch_parallel: the product's IdIndex::resolve_windows, with the decision
+        // of `apply` per person against the window's overlay and the lookups made for it.
+        let windows = people.div_ceil(parallel as u64) as usize;
+        let span = |w: usize| {
+            let from = (w * parallel) as u64;
+            from..(from + parallel as u64).min(people)
+        };
+        let hash = |w: usize, keys: &mut Vec<u128>| {
+            let mut bufs: [String; 3] = Default::default();
+            for i in span(w) {
+                keys.extend(keys_of(i, &mut bufs));
+            }
+        };
+        index.id[0].resolve_windows(windows, hash, |w, keys, hints, overlay| {
+            for (ks, hs) in keys.chunks_exact(3).zip(hints.chunks_exact(3)) {
+                let found = ks.iter().zip(hs).find_map(|(k, h)| overlay.get(*k).or(*h));
+                let id = found.unwrap_or_else(&mut allocate);
+                for &k in ks {
+                    overlay.insert(k, id);
+                }
+            }
+            if span(w).start / (1 << 22) != span(w).end / (1 << 22) {
+                guard(max_rss_kb);
+            }
+        });
+    } else if window == 0 {
         for i in 0..people {
-            fill(i, &mut bufs);
-            let keys = [
-                key(&secret, KINDS[0], &bufs[0]),
-                key(&secret, KINDS[1], &bufs[1]),
-                key(&secret, KINDS[2], &bufs[2]),
-            ];
+            let keys = keys_of(i, &mut bufs);
             // As apply: find the profiles the identifiers already belong to, else allocate.
             let found = keys.iter().find_map(|k| index.get(k));
             let id = found.unwrap_or_else(&mut allocate);
@@ -833,10 +952,7 @@ fn kernel_with<S: BuildHasher + Clone>(run: KernelRun, hasher: S, label: &str) {
             let to = (from + window as u64).min(people);
             let n = 3 * (to - from) as usize;
             for (j, i) in (from..to).enumerate() {
-                fill(i, &mut bufs);
-                for (c, kind) in KINDS.iter().enumerate() {
-                    keys[3 * j + c] = key(&secret, kind, &bufs[c]);
-                }
+                keys[3 * j..3 * j + 3].copy_from_slice(&keys_of(i, &mut bufs));
             }
             // As apply_batch: load every key's line first (no branch waits on them), then look
             // the keys up in lines now in cache.
@@ -878,10 +994,8 @@ fn kernel_with<S: BuildHasher + Clone>(run: KernelRun, hasher: S, label: &str) {
     let t = Instant::now();
     let mut acc = 0u128;
     for i in 0..people {
-        fill(i, &mut bufs);
-        acc ^= key(&secret, KINDS[0], &bufs[0])
-            ^ key(&secret, KINDS[1], &bufs[1])
-            ^ key(&secret, KINDS[2], &bufs[2]);
+        let [a, b, c] = keys_of(i, &mut bufs);
+        acc ^= a ^ b ^ c;
     }
     black_box(acc);
     let hashing = t.elapsed();
@@ -897,17 +1011,31 @@ fn kernel_with<S: BuildHasher + Clone>(run: KernelRun, hasher: S, label: &str) {
         String::new(),
     ]);
     table.row(vec![
-        "format values only".into(),
+        if arena {
+            "format values into the arena (not timed in the build)".into()
+        } else {
+            "format values only".into()
+        },
         format!("{:.2}", secs(gen)),
         String::new(),
     ]);
+    // With the arena nothing is formatted in the timed passes.
+    let gen = if arena { Duration::ZERO } else { gen };
     table.row(vec![
-        "format + keyed xxh3 keys only".into(),
+        if arena {
+            "keyed xxh3 keys only (from the arena)".into()
+        } else {
+            "format + keyed xxh3 keys only".into()
+        },
         format!("{:.2}", secs(hashing)),
         rate(secs(hashing)),
     ]);
     table.row(vec![
-        "index build: format + key + get + insert".into(),
+        if arena {
+            "index build: key + get + insert".into()
+        } else {
+            "index build: format + key + get + insert".into()
+        },
         format!("{:.2}", secs(total)),
         format!(
             "{}; {build_cpu}; {:.2} M minor faults",
@@ -923,7 +1051,11 @@ fn kernel_with<S: BuildHasher + Clone>(run: KernelRun, hasher: S, label: &str) {
     ]);
     let map = secs(total) - secs(hashing);
     table.row(vec![
-        "index build minus format + key (get + insert)".into(),
+        if parallel > 0 {
+            "index build minus key (hashing overlaps on the helper: not a split)".into()
+        } else {
+            "index build minus format + key (get + insert)".into()
+        },
         format!("{map:.2}"),
         rate(map),
     ]);

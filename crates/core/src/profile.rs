@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::hash::{IdIndex, KeySet};
+use crate::hash::{IdIndex, KeySet, Overlay};
 
 use serde::{Deserialize, Serialize};
 
@@ -172,6 +172,10 @@ pub struct ProfileBook {
     scratch: Scratch,
     #[serde(skip)]
     window: Window,
+    /// Whether [`ProfileBook::apply_batch`] may use two threads (see
+    /// [`ProfileBook::set_parallel_batches`]).
+    #[serde(skip)]
+    parallel: bool,
     /// Events whose content a retention period removed, per live profile (log positions,
     /// sorted). They no longer count as the profile's events (timelines, `events`), but their
     /// identifiers still link the profile: unmerges replay them, erasure destroys them.
@@ -184,6 +188,16 @@ pub struct ProfileBook {
 /// of 3 identifiers touch about 200 index lines (12 KiB), which stay in cache until the messages
 /// are applied.
 pub const PROBE_WINDOW: usize = 64;
+
+/// Messages per window of [`ProfileBook::apply_batch_parallel`]: the index lookups of a
+/// window are made by two threads at once, one per index shard, before the window is applied.
+pub const PARALLEL_WINDOW: usize = 1024;
+
+/// With [`ProfileBook::set_parallel_batches`] on, batches of at least this many messages go
+/// through [`ProfileBook::apply_batch_parallel`] (when the machine has two or more cores);
+/// smaller ones through the single-threaded [`ProfileBook::apply_batch_window`]. Starting the helper thread and handing windows over
+/// costs some tens of microseconds per batch; a batch of this size takes milliseconds.
+pub const PARALLEL_MIN: usize = 4 * PARALLEL_WINDOW;
 
 /// Bits of the filter of index keys written since the current probe window was probed.
 const WRITTEN_BITS: usize = 4096;
@@ -213,6 +227,10 @@ struct Window {
     /// a hint whose key may have been written is stale and is looked up again. Empty outside
     /// `apply_batch`.
     written: Vec<u64>,
+    /// During [`ProfileBook::apply_batch_parallel`]: the index writes of the current window,
+    /// which go here instead of the index (the index itself is lent to
+    /// [`IdIndex::resolve_windows`] meanwhile). `None` otherwise.
+    overlay: Option<Overlay>,
 }
 
 /// What [`ProfileBook::erase`] removed.
@@ -251,6 +269,12 @@ fn keyed(secret: &[u8; SECRET_BYTES], id: &Identifier) -> u128 {
     }
 }
 
+/// Cores available to this process (read once).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// The secret used when no master key is configured (tests, benchmarks): fixed, so it keys
 /// nothing; real deployments derive theirs from the master key.
 fn default_secret() -> Box<[u8; SECRET_BYTES]> {
@@ -278,6 +302,7 @@ impl ProfileBook {
             secret: default_secret(),
             scratch: Scratch::default(),
             window: Window::default(),
+            parallel: false,
             expired: BTreeMap::new(),
         }
     }
@@ -286,6 +311,15 @@ impl ProfileBook {
     pub fn reserve(&mut self, profiles: usize, identifiers: usize) {
         self.slots.reserve(profiles);
         self.index.reserve(identifiers);
+    }
+
+    /// Lets [`ProfileBook::apply_batch`] split the index work of large batches between two
+    /// threads ([`ProfileBook::apply_batch_parallel`]; same result). Off in a new book (tests
+    /// and tools apply one thread's worth); the store engine turns it on. With the second core
+    /// free it built 100.2M links in 8.7–9.4 s against 10.8–11.1 s on one thread; with both
+    /// cores busy it is slower (see `crates/core/BENCH_RESULTS.md`, (a2)).
+    pub fn set_parallel_batches(&mut self, on: bool) {
+        self.parallel = on;
     }
 
     /// Keys identifier hashes with `secret` (derived from the master key). Call before the
@@ -470,7 +504,15 @@ impl ProfileBook {
     }
 
     /// Inserts an index entry, noting the key as written for `apply_batch`'s hints.
+    ///
+    /// During `apply_batch_parallel` the entry goes to the window's overlay, and the id
+    /// returned is the one written earlier in the window, not the one in the index. Callers
+    /// use the result only for a key that their probe found in neither: then the two agree
+    /// (the key is in the overlay only if this message has written it since its probe).
     fn index_insert(&mut self, k: u128, profile: ProfileId) -> Option<ProfileId> {
+        if let Some(overlay) = &mut self.window.overlay {
+            return overlay.insert(k, profile);
+        }
         let bit = (k >> 64) as usize % WRITTEN_BITS;
         if let Some(word) = self.window.written.get_mut(bit / 64) {
             *word |= 1 << (bit % 64);
@@ -607,8 +649,71 @@ impl ProfileBook {
     /// only while no message applied since could have changed its answer: keys written to the
     /// index in the meantime (new links, and identifiers re-pointed by merges) are tracked, and
     /// a hint for such a key is looked up again.
+    ///
+    /// With [`ProfileBook::set_parallel_batches`] on, a batch of [`PARALLEL_MIN`] messages or
+    /// more, on a machine with two or more cores, goes through
+    /// [`ProfileBook::apply_batch_parallel`] instead (same result): bulk loads (file imports,
+    /// and group commits while the queue is full) then use both cores for their index
+    /// misses. Smaller group commits stay on the calling thread.
     pub fn apply_batch(&mut self, batch: &[(&Message, EventRef)]) -> Vec<ApplyOutcome> {
-        self.apply_batch_window(batch, PROBE_WINDOW)
+        if self.parallel && batch.len() >= PARALLEL_MIN && cores() > 1 {
+            self.apply_batch_parallel(batch, PARALLEL_WINDOW)
+        } else {
+            self.apply_batch_window(batch, PROBE_WINDOW)
+        }
+    }
+
+    /// [`ProfileBook::apply_batch`] with the index lookups and inserts split between two
+    /// threads, in windows of `window` messages (`0` is taken as `1`); see
+    /// [`IdIndex::resolve_windows`]. Same outcomes and same book as [`ProfileBook::apply`] on
+    /// each message in turn.
+    ///
+    /// Invariant that makes this exact: while a window's messages are applied (in order, on
+    /// the calling thread, by the same code as `apply`), the index is not written. Every index
+    /// write of the window (new links, identifiers re-pointed by a merge) goes to the window's
+    /// [`Overlay`] instead, and the current profile of one of the window's identifiers is the
+    /// overlay's entry if it has one, else the index lookup made for the window before it was
+    /// applied (its *hint*, which nothing since could have made stale). The overlay is written
+    /// to the index, shard by shard, before the next window is looked up. Nothing else reads
+    /// the index while a message is applied: merges re-point the absorbed profile's
+    /// identifiers without reading them, and limits count identifiers from the profiles.
+    pub fn apply_batch_parallel(
+        &mut self,
+        batch: &[(&Message, EventRef)],
+        window: usize,
+    ) -> Vec<ApplyOutcome> {
+        let window = window.max(1);
+        let span = |w: usize| &batch[w * window..((w + 1) * window).min(batch.len())];
+        let mut out = Vec::with_capacity(batch.len());
+        // The helper thread hashes with its own copy of the secret; the book is busy here.
+        let secret: [u8; SECRET_BYTES] = *self.secret;
+        let mut index = std::mem::take(&mut self.index);
+        index.resolve_windows(
+            batch.len().div_ceil(window),
+            |w, keys| {
+                for (msg, _) in span(w) {
+                    keys.extend(msg.identifiers.iter().map(|id| keyed(&secret, id)));
+                }
+            },
+            |w, keys, hints, overlay| {
+                // The profiles found: their slots and boxes are cold.
+                let mut sink = 0usize;
+                for h in hints.iter().flatten() {
+                    sink = sink.wrapping_add(self.touch(*h));
+                }
+                std::hint::black_box(sink);
+                self.window.overlay = Some(std::mem::take(overlay));
+                let mut from = 0;
+                for (msg, at) in span(w) {
+                    let to = from + msg.identifiers.len();
+                    out.push(self.apply_keyed(msg, *at, &keys[from..to], &hints[from..to], true));
+                    from = to;
+                }
+                *overlay = self.window.overlay.take().unwrap_or_default();
+            },
+        );
+        self.index = index;
+        out
     }
 
     /// [`ProfileBook::apply_batch`] with a probe window of `window` messages (benchmarks;
@@ -695,9 +800,11 @@ impl ProfileBook {
         s.probes.clear();
         for &i in &s.sel {
             let k = keys[i];
-            let found = match hints.get(i) {
-                Some(&hint) if !self.maybe_written(k) => hint,
-                _ => self.index.get(&k),
+            let found = match (&self.window.overlay, hints.get(i)) {
+                // apply_batch_parallel: the window's writes, else the index before the window.
+                (Some(overlay), hint) => overlay.get(k).or(hint.copied().flatten()),
+                (None, Some(&hint)) if !self.maybe_written(k) => hint,
+                (None, _) => self.index.get(&k),
             };
             s.probes.push((k, found));
         }
@@ -988,4 +1095,208 @@ fn merge_sorted<T: Ord + Copy>(a: Vec<T>, b: Vec<T>) -> Vec<T> {
     out.extend_from_slice(&a[i..]);
     out.extend_from_slice(&b[j..]);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{IdentifierType, Normalizer};
+    use crate::message::MessageKind;
+    use proptest::prelude::*;
+
+    /// Tight limits, so that they bite: one user id, one phone, two emails, two anonymous ids.
+    fn config() -> IdentityConfig {
+        let t = |name: &str, limit| IdentifierType {
+            name: name.into(),
+            limit,
+            normalize: Normalizer::Trim,
+            traits: Vec::new(),
+            scope_trait: None,
+            blocked: Vec::new(),
+        };
+        let types = vec![
+            t("user_id", 1),
+            t("phone", 1),
+            t("email", 2),
+            t("anonymous_id", 2),
+        ];
+        IdentityConfig::new(types, Vec::new()).expect("valid")
+    }
+
+    const KINDS: [&str; 4] = ["user_id", "phone", "email", "anonymous_id"];
+
+    /// Message `n` carrying identifiers `picks` (`(type, value)` indexes into a pool of
+    /// `pool` values per type: a small pool makes messages share identifiers and merge).
+    fn message(config: &IdentityConfig, n: usize, picks: &[(u8, u16)], pool: u16) -> Message {
+        let mut ids: Vec<Identifier> = picks
+            .iter()
+            .map(|&(t, v)| {
+                Identifier::new(KINDS[usize::from(t) % 4], format!("v{}", v % pool.max(1)))
+            })
+            .collect();
+        if ids.is_empty() {
+            ids.push(Identifier::new("anonymous_id", format!("v{}", n % 7)));
+        }
+        config.sort(&mut ids);
+        let base = 1_704_067_200_000i64;
+        Message {
+            kind: MessageKind::Identify,
+            message_id: format!("m{n}"),
+            source: (n % 3) as u32 + 1,
+            event: None,
+            user_id: None,
+            anonymous_id: None,
+            previous_id: None,
+            group_id: None,
+            timestamp: base + ((n * 7919) % 1000) as i64,
+            received_at: base + n as i64,
+            sent_at: None,
+            original_timestamp: None,
+            traits: format!("{{\"name\":\"n{}\",\"k\":{}}}", n % 5, n % 3),
+            properties: "{}".into(),
+            context: "{}".into(),
+            identifiers: ids,
+        }
+    }
+
+    /// Everything two books must agree on, the index in table order (so its layout too).
+    fn state(book: &ProfileBook) -> impl PartialEq + std::fmt::Debug {
+        let mut cut: Vec<u128> = book.cut.iter().copied().collect();
+        cut.sort_unstable();
+        (
+            book.profiles().cloned().collect::<Vec<_>>(),
+            book.redirects().collect::<Vec<_>>(),
+            book.index.iter().collect::<Vec<_>>(),
+            cut,
+            (
+                book.live(),
+                book.merges(),
+                book.identifiers(),
+                book.id_space(),
+            ),
+        )
+    }
+
+    /// An unmerge between batches: cuts the `which`th identifier of the `profile`th live
+    /// profile, replays its events, the sequential book with `apply`, the other with `replay`.
+    fn unmerge(
+        book: &mut ProfileBook,
+        log: &[Message],
+        profile: usize,
+        which: usize,
+        replay: impl Fn(&mut ProfileBook, &[(&Message, EventRef)]) -> Vec<ApplyOutcome>,
+    ) -> Option<Vec<ApplyOutcome>> {
+        let ids: Vec<ProfileId> = book.profiles().map(|p| p.id).collect();
+        let id = *ids.get(profile % ids.len().max(1))?;
+        let idents = book.get(id)?.identifiers.clone();
+        let ident = idents.get(which % idents.len())?.clone();
+        let refs = book.begin_unmerge(id, &ident).ok()?;
+        let batch: Vec<(&Message, EventRef)> =
+            refs.iter().map(|r| (&log[*r as usize], *r)).collect();
+        let outs = replay(book, &batch);
+        let mut parts: Vec<ProfileId> = outs.iter().map(|o| o.profile).collect();
+        parts.sort_unstable();
+        parts.dedup();
+        book.finish_unmerge(id, &ident, &parts, 0);
+        Some(outs)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// `apply_batch_parallel` (two threads, index lookups and writes per shard, an overlay
+        /// for the writes of the current window) gives exactly what `apply` gives message by
+        /// message: the same outcomes (dense ids, merges, dropped identifiers) and the same
+        /// book: profiles with their merge records, redirects, and the index, entry by entry
+        /// in table order. Small pools share identifiers between messages, so windows see
+        /// keys written and re-pointed by merges earlier in the same window; tight limits drop
+        /// identifiers; unmerges between batches leave cut identifiers and tombstones, and
+        /// their replays go through the parallel path too.
+        #[test]
+        fn parallel_batches_equal_sequential_apply(
+            stream in proptest::collection::vec(
+                (proptest::collection::vec((0u8..4, any::<u16>()), 0..5), 0u8..8),
+                1..200,
+            ),
+            pool in prop_oneof![Just(3u16), Just(12), Just(60), Just(1000)],
+            window in prop_oneof![1usize..5, Just(7), Just(64)],
+            unmerges in proptest::collection::vec((any::<usize>(), any::<usize>()), 0..4),
+        ) {
+            let config = config();
+            let log: Vec<Message> = stream
+                .iter()
+                .enumerate()
+                .map(|(n, (picks, _))| message(&config, n, picks, pool))
+                .collect();
+            let mut seq = ProfileBook::new(config.clone());
+            let mut par = ProfileBook::new(config);
+            seq.set_priority(3, 5);
+            par.set_priority(3, 5);
+            let (mut outs_seq, mut outs_par) = (Vec::new(), Vec::new());
+            let mut cuts = unmerges.iter();
+            let mut from = 0;
+            for (n, (_, end)) in stream.iter().enumerate() {
+                outs_seq.push(seq.apply(&log[n], n as u64));
+                // A batch ends here one time in eight, and at the end of the stream.
+                if *end != 0 && n + 1 < log.len() {
+                    continue;
+                }
+                let batch: Vec<(&Message, EventRef)> =
+                    (from..=n).map(|i| (&log[i], i as u64)).collect();
+                outs_par.extend(par.apply_batch_parallel(&batch, window));
+                from = n + 1;
+                prop_assert_eq!(&outs_seq, &outs_par);
+                prop_assert_eq!(state(&seq), state(&par));
+                if let Some(&(profile, which)) = cuts.next() {
+                    let a = unmerge(&mut seq, &log, profile, which, |b, batch| {
+                        batch.iter().map(|(m, at)| b.apply(m, *at)).collect()
+                    });
+                    let b = unmerge(&mut par, &log, profile, which, |b, batch| {
+                        b.apply_batch_parallel(batch, window)
+                    });
+                    prop_assert_eq!(a, b);
+                    prop_assert_eq!(state(&seq), state(&par));
+                }
+            }
+            prop_assert_eq!(outs_seq, outs_par);
+        }
+    }
+
+    /// A batch big enough for `apply_batch` to take the parallel path (switched on, on two or
+    /// more cores),
+    /// with the default windows, equals `apply` message by message and the single-threaded
+    /// `apply_batch_window`.
+    #[test]
+    fn large_batches_equal_sequential_apply() {
+        let config = config();
+        let n = 3 * PARALLEL_MIN;
+        let log: Vec<Message> = (0..n)
+            .map(|i| {
+                let r = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20;
+                let picks: Vec<(u8, u16)> = (0..1 + r % 4)
+                    .map(|j| ((r >> (8 * j)) as u8 % 4, (r >> (8 * j + 2)) as u16))
+                    .collect();
+                message(&config, i, &picks, 4000)
+            })
+            .collect();
+        let batch: Vec<(&Message, EventRef)> =
+            log.iter().enumerate().map(|(i, m)| (m, i as u64)).collect();
+        let mut seq = ProfileBook::new(config.clone());
+        let outs_seq: Vec<ApplyOutcome> = batch.iter().map(|(m, at)| seq.apply(m, *at)).collect();
+        let mut win = ProfileBook::new(config.clone());
+        let outs_win = win.apply_batch_window(&batch, PROBE_WINDOW);
+        let mut par = ProfileBook::new(config);
+        par.set_parallel_batches(true);
+        let mut outs_par = par.apply_batch(&batch[..PARALLEL_MIN + 5]);
+        outs_par.extend(par.apply_batch(&batch[PARALLEL_MIN + 5..]));
+        assert!(seq.merges() > 0, "the stream merges profiles");
+        assert!(
+            outs_seq.iter().any(|o| !o.dropped.is_empty()),
+            "limits bite"
+        );
+        assert_eq!(outs_seq, outs_win);
+        assert_eq!(outs_seq, outs_par);
+        assert_eq!(state(&seq), state(&win));
+        assert_eq!(state(&seq), state(&par));
+    }
 }

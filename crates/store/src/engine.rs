@@ -296,6 +296,9 @@ impl Engine {
         for s in sources.list() {
             state.book.set_priority(s.id, s.priority);
         }
+        // Group commits of `PARALLEL_MIN` messages or more (imports, a backlog after a burst)
+        // split their index work over two threads; same result as one thread.
+        state.book.set_parallel_batches(true);
         let reader = wal.reader();
         let mut replayed = 0u64;
         // Events of erasures that a crash interrupted: destroyed once the replay is done.
