@@ -509,7 +509,8 @@ fn apply(run: ApplyRun) {
                     book.apply(m, n + i as u64);
                 }
             }
-            Via::Batch { group, window } => {
+            Via::Batch { group, window } | Via::Parallel { group, window } => {
+                let parallel = matches!(via, Via::Parallel { .. });
                 for (g, part) in chunk.chunks(group).enumerate() {
                     let first = n + (g * group) as u64;
                     let refs: Vec<(&Message, u64)> = part
@@ -517,18 +518,11 @@ fn apply(run: ApplyRun) {
                         .enumerate()
                         .map(|(i, m)| (m, first + i as u64))
                         .collect();
-                    black_box(book.apply_batch_window(&refs, window));
-                }
-            }
-            Via::Parallel { group, window } => {
-                for (g, part) in chunk.chunks(group).enumerate() {
-                    let first = n + (g * group) as u64;
-                    let refs: Vec<(&Message, u64)> = part
-                        .iter()
-                        .enumerate()
-                        .map(|(i, m)| (m, first + i as u64))
-                        .collect();
-                    black_box(book.apply_batch_parallel(&refs, window));
+                    if parallel {
+                        black_box(book.apply_batch_parallel(&refs, window));
+                    } else {
+                        black_box(book.apply_batch_window(&refs, window));
+                    }
                 }
             }
         }
