@@ -184,6 +184,24 @@ fn realtime_tags_update_per_event_and_with_time_and_survive_kill_9() {
     assert_eq!(p["tags"]["high_intent"], true, "{p}");
     assert_eq!(p["tags"]["views_7d"], 3, "{p}");
 
+    // The engine measures its own visibility lag per event; a reset starts a new window.
+    let v = s.admin_get("/api/v1/realtime").json()["visibility"].clone();
+    assert!(v["events"].as_u64().unwrap_or(0) >= 3, "{v}");
+    let (p50, p99, max) = (
+        v["p50_ms"].as_f64(),
+        v["p99_ms"].as_f64(),
+        v["max_ms"].as_f64(),
+    );
+    assert!(
+        matches!((p50, p99, max), (Some(a), Some(b), Some(c)) if 0.0 < a && a <= b && b <= c),
+        "{v}"
+    );
+    let r = s.admin_post("/api/v1/realtime/visibility/reset", "");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["ended"]["events"], v["events"]);
+    let v = s.admin_get("/api/v1/realtime").json()["visibility"].clone();
+    assert_eq!(v["events"], 0, "{v}");
+
     // Time alone: a view dated 7 days minus 3 s ago leaves the window 3 s from now.
     let t = now_ms();
     send(&s, vec![view("u2", "u2-1", t - 7 * 86_400_000 + 3_000)]);

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::changes::{json_value, ChangeError, ChangeLog};
 use crate::engine::{Audience, Cause, Config, Event, JsonMap, Kind, Realtime, Saved};
+use crate::lag::{Lag, LagSummary};
 
 /// Errors of the service.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,9 @@ pub struct Options {
     pub snapshot_every_ms: u64,
     /// Time between rebuilds of profiles that received events beyond the lateness bound.
     pub refresh_every_ms: u64,
+    /// Nice level asked for the worker thread (default -10: ahead of request handling and
+    /// batch work; kept at the default priority where the process may not raise it).
+    pub worker_nice: Option<i32>,
 }
 
 impl Default for Options {
@@ -70,12 +74,14 @@ impl Default for Options {
             config: Config::default(),
             snapshot_every_ms: 300_000,
             refresh_every_ms: 60_000,
+            worker_nice: Some(-10),
         }
     }
 }
 
 enum Msg {
-    Applied(Vec<Applied>),
+    /// A committed group and when the store handed it over (just before its acknowledgements).
+    Applied(Vec<Applied>, std::time::Instant),
     Rebuild(Vec<u32>, SyncSender<()>),
     Forget(Vec<u32>, SyncSender<Result<u64, ChangeError>>),
     Reload(Box<(Plan, Vec<Audience>)>, SyncSender<()>),
@@ -109,6 +115,25 @@ fn fingerprint(plan: &Plan, audiences: &[Audience]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(format!("{plan:?}|{audiences:?}").as_bytes())
 }
 
+/// Raises the calling thread's scheduling priority to nice level `nice` (Linux: per thread;
+/// negative values need `CAP_SYS_NICE` or a matching `RLIMIT_NICE`). The real-time worker's CPU
+/// need is bounded by the ingest rate, and every millisecond it waits behind request parsing,
+/// batch work or a co-located client is visibility lag. Refused → logged once, nothing else.
+fn prioritise(nice: Option<i32>) {
+    let Some(nice) = nice else {
+        return;
+    };
+    let me = rustix::thread::gettid();
+    match rustix::process::setpriority_process(Some(me), nice) {
+        Ok(()) => tracing::info!(nice, "real-time worker priority raised"),
+        Err(e) => tracing::info!(
+            nice,
+            error = %e,
+            "real-time worker keeps the default priority (raising it needs CAP_SYS_NICE)"
+        ),
+    }
+}
+
 /// Counters and sizes for `GET /api/v1/realtime`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -128,6 +153,10 @@ pub struct Status {
     pub queued: u64,
     /// The lateness bound, ms.
     pub lateness_ms: i64,
+    /// Visibility lag since the start or the last [`Service::reset_visibility`]: from a
+    /// group's hand-over by the store (just before its acknowledgements) to its changes being
+    /// readable, per event.
+    pub visibility: LagSummary,
 }
 
 /// The running service.
@@ -137,6 +166,7 @@ pub struct Service {
     changes: Arc<ChangeLog>,
     tx: Sender<Msg>,
     queued: Arc<AtomicU64>,
+    lag: Arc<Mutex<Lag>>,
     worker: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -221,6 +251,8 @@ struct Worker {
     expired_seen: u64,
     /// A snapshot being written in the background.
     writing: Option<JoinHandle<Result<(), ServiceError>>>,
+    /// Visibility lag of the groups applied.
+    lag: Arc<Mutex<Lag>>,
 }
 
 impl Service {
@@ -248,7 +280,7 @@ impl Service {
             let (tx, queued) = (tx.clone(), queued.clone());
             store.set_observer(Some(Arc::new(move |applied: Vec<Applied>| {
                 queued.fetch_add(1, Ordering::Relaxed);
-                let _ = tx.send(Msg::Applied(applied));
+                let _ = tx.send(Msg::Applied(applied, std::time::Instant::now()));
             })));
         }
         let (rt, last_offset) = recover(&store, &changes, &path, plan, audiences, options)?;
@@ -258,6 +290,7 @@ impl Service {
             "real-time state recovered"
         );
         let rt = Arc::new(RwLock::new(rt));
+        let lag = Arc::new(Mutex::new(Lag::default()));
         let mut worker = Worker {
             store: store.clone(),
             rt: rt.clone(),
@@ -269,6 +302,7 @@ impl Service {
             dirty: true,
             expired_seen: store.expired_since_open(),
             writing: None,
+            lag: lag.clone(),
         };
         worker.publish();
         let handle = std::thread::Builder::new()
@@ -284,6 +318,7 @@ impl Service {
             changes,
             tx,
             queued,
+            lag,
             worker: Mutex::new(Some(handle)),
         });
         Ok(service)
@@ -321,7 +356,13 @@ impl Service {
             first_change: self.changes.first_seq(),
             queued: self.queued.load(Ordering::Relaxed),
             lateness_ms: rt_lateness(&rt),
+            visibility: self.lag.lock().summary(),
         }
+    }
+
+    /// Starts a new visibility-lag window; returns the summary of the one it ends.
+    pub fn reset_visibility(&self) -> LagSummary {
+        std::mem::take(&mut *self.lag.lock()).summary()
     }
 
     fn call<T>(&self, make: impl FnOnce(SyncSender<T>) -> Msg) -> Result<T, ServiceError> {
@@ -465,6 +506,7 @@ fn recover(
 
 impl Worker {
     fn run(mut self, rx: Receiver<Msg>) {
+        prioritise(self.options.worker_nice);
         let mut last_snapshot = std::time::Instant::now();
         let mut last_refresh = std::time::Instant::now();
         loop {
@@ -562,11 +604,9 @@ impl Worker {
     /// Handles one message; true to stop.
     fn handle(&mut self, m: Msg) -> bool {
         match m {
-            Msg::Applied(group) => {
+            Msg::Applied(group, handed) => {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
-                self.apply(group);
-                // Readable at once; the round's end syncs them all together.
-                self.stage();
+                self.apply(group, handed);
             }
             Msg::Rebuild(ids, reply) => {
                 self.rebuild(&ids);
@@ -609,21 +649,28 @@ impl Worker {
         false
     }
 
-    fn apply(&mut self, group: Vec<Applied>) {
+    /// Applies a committed group and makes its changes readable (staged; the round's end
+    /// syncs them all together), recording its visibility lag.
+    fn apply(&mut self, group: Vec<Applied>, handed: std::time::Instant) {
         let store = self.store.clone();
         let traits = traits_reader(&store);
         let now = portrait_core::time::now();
-        let mut rt = self.rt.write();
-        for a in &group {
-            if self.last_offset.is_some_and(|last| a.offset <= last) {
-                continue; // replayed by the recovery already
+        {
+            let mut rt = self.rt.write();
+            for a in &group {
+                if self.last_offset.is_some_and(|last| a.offset <= last) {
+                    continue; // replayed by the recovery already
+                }
+                let source = store.sources().name(a.message.source).to_string();
+                let ev = Event::from_message(a.offset, &a.message, &source);
+                rt.apply(a.profile, &a.merged, &ev, now, &traits);
+                self.last_offset = Some(a.offset);
             }
-            let source = store.sources().name(a.message.source).to_string();
-            let ev = Event::from_message(a.offset, &a.message, &source);
-            rt.apply(a.profile, &a.merged, &ev, now, &traits);
-            self.last_offset = Some(a.offset);
         }
         self.dirty = true;
+        self.stage();
+        let us = handed.elapsed().as_micros() as u64;
+        self.lag.lock().record(us, group.len() as u64);
     }
 
     fn advance(&mut self) {

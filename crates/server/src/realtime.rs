@@ -294,6 +294,13 @@ pub async fn status(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError
     Ok(Json(json!(live.service.status())))
 }
 
+/// `POST /api/v1/realtime/visibility/reset`: starts a new visibility-lag window (e.g. before a
+/// load test or after a deploy) and returns the summary of the window it ends.
+pub async fn reset_visibility(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+    let live = live(&app)?;
+    Ok(Json(json!({ "ended": live.service.reset_visibility() })))
+}
+
 impl From<WebhookError> for ApiError {
     fn from(e: WebhookError) -> Self {
         match e {
