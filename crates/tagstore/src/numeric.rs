@@ -31,9 +31,7 @@
 use std::borrow::Cow;
 use std::ops::{Bound, Range};
 
-use roaring::MultiOps;
-
-use roaring::RoaringBitmap;
+use roaring::{MultiOps, RoaringBitmap};
 
 /// Ids above this use the sort path when building a bitmap (the scatter buffer would be large).
 const DENSE_SCATTER_LIMIT: u32 = 1 << 31;
@@ -408,11 +406,11 @@ impl NumericColumn {
         let r = self.positions(low, high);
         let total = self.sorted_ids.len();
         if let Some(b) = self.binned().filter(|_| !r.is_empty()) {
-            // Whole bins between the first and the last cut inside the range.
-            let first = r.start.div_ceil(b.width);
-            let last = r.end / b.width;
-            // Narrower ranges are cheaper to gather (the bins' bitmaps span the whole column).
-            if first < last && r.len() >= 4 * b.width && r.len() < total {
+            // Narrower ranges are cheaper to gather (the bins' bitmaps span the whole column);
+            // a range of 4 bins or more has whole bins between its first and last cut.
+            if r.len() >= 4 * b.width && r.len() < total {
+                let first = r.start.div_ceil(b.width);
+                let last = r.end / b.width;
                 let at = |j: usize| match j {
                     0 => Some(&self.present),
                     j => b.at_or_after.get(j - 1),

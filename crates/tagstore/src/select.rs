@@ -534,18 +534,17 @@ impl<'a> Lowering<'a> {
                     }
                     return Ok(self.intersect(parts).difference_len(&last));
                 }
-                if parts.ranges.is_empty() && parts.pos.len() >= 2 {
-                    let largest = parts.pos.pop().unwrap_or_default();
-                    if parts.pos.len() == 1 {
-                        let only = parts.pos.pop().unwrap_or_default();
-                        return Ok(only.intersection_len(&largest));
+                match (parts.pos.len(), parts.ranges.as_slice()) {
+                    (0, []) => Ok(self.universe().len()),
+                    (0, [only]) => Ok(only.len()),
+                    (1, []) => Ok(parts.pos.iter().map(|s| s.len()).sum()),
+                    (2, []) => Ok(parts.pos[0].intersection_len(&parts.pos[1])),
+                    (_, []) => {
+                        let largest = parts.pos.pop().unwrap_or_default();
+                        Ok(self.intersect(parts).intersection_len(&largest))
                     }
-                    return Ok(self.intersect(parts).intersection_len(&largest));
+                    _ => Ok(self.intersect(parts).len()),
                 }
-                if parts.pos.is_empty() && parts.ranges.len() == 1 {
-                    return Ok(parts.ranges.iter().map(RangeSet::len).sum());
-                }
-                Ok(self.intersect(parts).len())
             }
             Expr::Or(xs) if xs.len() == 2 => {
                 let a = self.lower(&xs[0])?;
