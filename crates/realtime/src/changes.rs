@@ -166,7 +166,7 @@ fn segment_path(dir: &Path, first: u64) -> PathBuf {
 impl ChangeLog {
     /// Opens (or creates) the stream under `dir`, cutting a torn last line.
     ///
-    /// Lines are visible to readers before they are synced ([`ChangeLog::append`]); after a
+    /// Lines are visible to readers before they are synced ([`ChangeLog::stage`]); after a
     /// crash (no clean close) cursors continue [`CRASH_GAP`] further, so no reader's cursor
     /// is reused.
     pub fn open(dir: &Path) -> Result<Self, ChangeError> {
@@ -261,11 +261,8 @@ impl ChangeLog {
     /// Syncs and marks the stream closed cleanly (the next open continues its cursors without
     /// a gap). Call it last.
     pub fn close(&self) -> Result<(), ChangeError> {
-        let g = self.inner.lock();
-        if let Some(f) = &g.file {
-            f.sync_data().map_err(io(&g.dir))?;
-        }
-        let path = g.dir.join(CLEAN);
+        self.sync()?;
+        let path = self.inner.lock().dir.join(CLEAN);
         std::fs::write(&path, self.last_seq().to_string()).map_err(io(&path))?;
         Ok(())
     }
@@ -355,6 +352,11 @@ impl ChangeLog {
         self.last.send_replace(last);
         let mut g = self.inner.lock();
         if g.segments.is_empty() || g.written >= SEGMENT_BYTES {
+            // Lines staged into the full segment since the last sync go to disk before it
+            // is let go (the round's sync reaches only the open segment).
+            if let Some(f) = &g.file {
+                f.sync_data().map_err(io(&g.dir))?;
+            }
             let path = segment_path(&g.dir, first);
             g.segments.push((first, path));
             g.file = None;
