@@ -674,15 +674,17 @@ where
     }
 }
 
+/// Touches the lines of `keys` back to back, so that their misses overlap.
+fn touch_run(table: &Table, keys: impl Iterator<Item = u128>) {
+    let sink = keys.fold(0u32, |sink, k| sink ^ table.touch(k));
+    std::hint::black_box(sink);
+}
+
 /// Looks up `keys` (all of `table`'s shard) in order into `out`: the lines of a run of
-/// [`LOOK_AHEAD`] keys are touched back to back, so that their misses overlap, then read.
+/// [`LOOK_AHEAD`] keys are touched first, then read.
 fn look_up(table: &Table, keys: &[u128], out: &mut Vec<Option<u32>>) {
     for run in keys.chunks(LOOK_AHEAD) {
-        let mut sink = 0u32;
-        for k in run {
-            sink ^= table.touch(*k);
-        }
-        std::hint::black_box(sink);
+        touch_run(table, run.iter().copied());
         out.extend(run.iter().map(|k| table.get(k)));
     }
 }
@@ -690,11 +692,7 @@ fn look_up(table: &Table, keys: &[u128], out: &mut Vec<Option<u32>>) {
 /// Applies a window's writes to one shard, in order, touching each run's lines first.
 fn apply_log(table: &mut Table, log: &[(u128, u32)]) {
     for run in log.chunks(LOOK_AHEAD) {
-        let mut sink = 0u32;
-        for (k, _) in run {
-            sink ^= table.touch(*k);
-        }
-        std::hint::black_box(sink);
+        touch_run(table, run.iter().map(|e| e.0));
         for &(k, id) in run {
             table.insert(k, id);
         }

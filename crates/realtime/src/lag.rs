@@ -9,13 +9,21 @@
 
 use serde::Serialize;
 
-const FINE: u64 = 1_000; // µs: 10 µs steps below
-const MID: u64 = 100_000; // µs: 100 µs steps below
-const COARSE: u64 = 10_000_000; // µs: 10 ms steps below
-const FINE_BUCKETS: usize = (FINE / 10) as usize;
-const MID_BUCKETS: usize = ((MID - FINE) / 100) as usize;
-const COARSE_BUCKETS: usize = ((COARSE - MID) / 10_000) as usize;
-const BUCKETS: usize = FINE_BUCKETS + MID_BUCKETS + COARSE_BUCKETS + 1;
+/// `(end, step)` in µs: buckets of `step` from the previous tier's end up to `end`.
+const TIERS: [(u64, u64); 3] = [(1_000, 10), (100_000, 100), (10_000_000, 10_000)];
+/// The tiers' buckets and one open bucket above the last tier.
+const BUCKETS: usize = tier_buckets() + 1;
+
+/// Buckets of all the tiers.
+const fn tier_buckets() -> usize {
+    let (mut i, mut n, mut from) = (0, 0, 0);
+    while i < TIERS.len() {
+        n += ((TIERS[i].0 - from) / TIERS[i].1) as usize;
+        from = TIERS[i].0;
+        i += 1;
+    }
+    n
+}
 
 /// The histogram of visibility lags, weighted by events.
 #[derive(Debug, Clone)]
@@ -51,34 +59,29 @@ impl Default for Lag {
 }
 
 fn bucket(us: u64) -> usize {
-    if us < FINE {
-        (us / 10) as usize
-    } else if us < MID {
-        FINE_BUCKETS + ((us - FINE) / 100) as usize
-    } else if us < COARSE {
-        FINE_BUCKETS + MID_BUCKETS + ((us - MID) / 10_000) as usize
-    } else {
-        BUCKETS - 1
+    let (mut first, mut from) = (0, 0);
+    for &(end, step) in &TIERS {
+        if us < end {
+            return first + ((us - from) / step) as usize;
+        }
+        first += ((end - from) / step) as usize;
+        from = end;
     }
+    BUCKETS - 1
 }
 
 /// The exclusive upper bound of bucket `i`, µs (`u64::MAX` for the last).
 fn upper(i: usize) -> u64 {
-    let i = i as u64;
-    let (fine, mid, coarse) = (
-        FINE_BUCKETS as u64,
-        MID_BUCKETS as u64,
-        COARSE_BUCKETS as u64,
-    );
-    if i < fine {
-        (i + 1) * 10
-    } else if i < fine + mid {
-        FINE + (i - fine + 1) * 100
-    } else if i < fine + mid + coarse {
-        MID + (i - fine - mid + 1) * 10_000
-    } else {
-        u64::MAX
+    let (mut first, mut from) = (0, 0);
+    for &(end, step) in &TIERS {
+        let n = ((end - from) / step) as usize;
+        if i < first + n {
+            return from + (i - first + 1) as u64 * step;
+        }
+        first += n;
+        from = end;
     }
+    u64::MAX
 }
 
 impl Lag {

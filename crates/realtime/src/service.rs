@@ -655,6 +655,7 @@ impl Worker {
         let store = self.store.clone();
         let traits = traits_reader(&store);
         let now = portrait_core::time::now();
+        let mut applied = 0u64;
         {
             let mut rt = self.rt.write();
             for a in &group {
@@ -665,12 +666,13 @@ impl Worker {
                 let ev = Event::from_message(a.offset, &a.message, &source);
                 rt.apply(a.profile, &a.merged, &ev, now, &traits);
                 self.last_offset = Some(a.offset);
+                applied += 1;
             }
         }
         self.dirty = true;
         self.stage();
         let us = handed.elapsed().as_micros() as u64;
-        self.lag.lock().record(us, group.len() as u64);
+        self.lag.lock().record(us, applied);
     }
 
     fn advance(&mut self) {
