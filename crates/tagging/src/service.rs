@@ -722,12 +722,28 @@ impl Tagging {
 
     /// The members of an audience expression.
     pub fn select(&self, text: &str) -> Result<(RoaringBitmap, Vec<String>), TaggingError> {
+        self.audience_read(
+            text,
+            portrait_tagstore::select,
+            |members| members,
+        )
+    }
+
+    /// Answers an audience expression with `f` over the tag store; expressions the bitmaps
+    /// cannot answer (traits, arithmetic) fall back to per-profile evaluation, whose members
+    /// `from_members` turns into the same kind of answer. Records the read in the catalog.
+    fn audience_read<T>(
+        &self,
+        text: &str,
+        f: impl FnOnce(&Snapshot, &Expr, &[String]) -> Result<T, portrait_tagstore::SelectError>,
+        from_members: impl FnOnce(RoaringBitmap) -> T,
+    ) -> Result<(T, Vec<String>), TaggingError> {
         self.sync_identity();
         let (expr, names, snap) = self.audience_expr(text)?;
-        let members = match portrait_tagstore::select(&snap, &expr, &names) {
+        let answer = match f(&snap, &expr, &names) {
             Ok(m) => m,
             Err(portrait_tagstore::SelectError::Unsupported(_)) => {
-                self.select_per_profile(&expr, &names, &snap)?
+                from_members(self.select_per_profile(&expr, &names, &snap)?)
             }
             Err(e) => return Err(TaggingError::Invalid(e.to_string())),
         };
@@ -735,7 +751,7 @@ impl Tagging {
         self.catalog
             .lock()
             .touch(&used, None, portrait_core::time::now());
-        Ok((members, used))
+        Ok((answer, used))
     }
 
     /// Per-profile evaluation for expressions the bitmaps cannot answer (traits, arithmetic).
@@ -768,13 +784,18 @@ impl Tagging {
         Ok(out)
     }
 
-    /// Previews an audience expression: size and the first `sample` members.
+    /// Previews an audience expression: size and the first `sample` members. An `and` of
+    /// stored bitmaps is counted and sampled without materialising the members.
     pub fn preview(&self, text: &str, sample: usize) -> Result<Preview, TaggingError> {
-        let (members, tags) = self.select(text)?;
+        let ((count, first), tags) = self.audience_read(
+            text,
+            |snap, expr, names| portrait_tagstore::preview(snap, expr, names, sample),
+            |members| (members.len(), portrait_tagstore::sample(&members, sample)),
+        )?;
         let universe = self.store.snapshot().universe().len();
         Ok(Preview {
-            count: members.len(),
-            sample: portrait_tagstore::sample(&members, sample),
+            count,
+            sample: first,
             universe,
             as_of: self.as_of(),
             tags,

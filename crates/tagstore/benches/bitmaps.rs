@@ -3,9 +3,10 @@
 //! Sets are built with [`portrait_tagstore::synth`] (`i ∈ set(s) ⇔ mix(i, s) % 2 == 0`, seeds
 //! A=1, B=2, C=3) so `bench/bitmaps.py` measures the same sets in pyroaring and chDB.
 //!
-//! - `and_card_100m`: |A ∩ B| over ids 0..100M (≈50M members each).
-//! - `a_and_b_not_c_1b`: |A ∩ B − C| over ids 0..1B through the store's `count` (and the raw
-//!   bitmap expression). Set `PORTRAIT_BENCH_1B=0` to skip (needs ≈0.6 GB and ~1 min to build).
+//! - `and_card_100m`: |A ∩ B| over ids 0..100M (≈50M members each): the store's `count` (flat
+//!   kernel), the flat kernel on one thread, and Roaring's `intersection_len`.
+//! - `a_and_b_not_c_1b`: |A ∩ B − C| over ids 0..1B through the store's `count` (flat kernel),
+//!   the flat kernel on one thread, and the Roaring expression. Set `PORTRAIT_BENCH_1B=0` to skip (needs ≈0.6 GB and ~1 min to build).
 //! - `numeric_10m`: range selections on a 10M-id numeric column (values 0.00..999.99) with the
 //!   store's sorted runs, against a bit-sliced index (O'Neil) over the same values in cents.
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use portrait_tags::ir::{CmpOp, Expr};
 use portrait_tags::value::Value;
+use portrait_tagstore::flat::{and_count_with, FlatBitmap};
 use portrait_tagstore::synth::{half_set, mix};
 use portrait_tagstore::{count, select, NumericColumn, RoaringBitmap, TagStore};
 
@@ -29,8 +31,25 @@ fn and_card_100m(c: &mut Criterion) {
         b.len(),
         a.intersection_len(&b)
     );
+    let (fa, fb) = (FlatBitmap::new(&a), FlatBitmap::new(&b));
+    let store = TagStore::new();
+    let mut universe = RoaringBitmap::new();
+    universe.insert_range(0..n as u32);
+    store.set_universe(universe);
+    store.set_bool("a", a.clone());
+    store.set_bool("b", b.clone());
+    let snap = store.snapshot();
+    let tags: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+    let e = Expr::And(vec![Expr::Tag(0), Expr::Tag(1)]);
+    eprintln!("100M: store count {}", count(&snap, &e, &tags).unwrap_or(0));
     let mut g = c.benchmark_group("and_card_100m");
     g.sample_size(20).measurement_time(Duration::from_secs(5));
+    g.bench_function("store_count", |bch| {
+        bch.iter(|| count(&snap, black_box(&e), &tags))
+    });
+    g.bench_function("flat_one_thread", |bch| {
+        bch.iter(|| and_count_with(&[&fa, &fb], &[], 1, usize::MAX))
+    });
     g.bench_function("intersection_len", |bch| {
         bch.iter(|| black_box(&a).intersection_len(black_box(&b)))
     });
@@ -66,6 +85,10 @@ fn three_term_1b(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     g.bench_function("store_count", |bch| {
         bch.iter(|| count(&snap, black_box(&e), &tags))
+    });
+    let flats: Vec<FlatBitmap> = [a, b, cc].iter().map(|x| FlatBitmap::new(x)).collect();
+    g.bench_function("flat_one_thread", |bch| {
+        bch.iter(|| and_count_with(&[&flats[0], &flats[1]], &[&flats[2]], 1, usize::MAX))
     });
     g.bench_function("raw_and_then_difference_len", |bch| {
         bch.iter(|| (a & b).difference_len(black_box(cc)))

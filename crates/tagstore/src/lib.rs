@@ -14,6 +14,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod error;
+pub mod flat;
 pub mod numeric;
 pub mod persist;
 mod select;
@@ -24,7 +25,7 @@ pub use error::{SelectError, StoreError};
 pub use numeric::{HistogramBin, NumericColumn, NumericSummary};
 pub use persist::SaveStats;
 pub use roaring::RoaringBitmap;
-pub use select::{count, sample, select};
+pub use select::{count, preview, sample, select};
 pub use store::{
     canonical_number, Distribution, EnumTag, Snapshot, StoredValue, TagData, TagKind, TagStore,
 };

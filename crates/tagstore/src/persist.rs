@@ -436,6 +436,7 @@ impl TagStore {
         let snapshot = Snapshot {
             universe: Arc::new(universe),
             tags,
+            flats: Default::default(),
         };
         let state = WriterState {
             dirty,

@@ -27,12 +27,14 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use portrait_tags::ir::{CmpOp, Expr};
 use portrait_tags::value::Value;
 use roaring::RoaringBitmap;
 
 use crate::error::SelectError;
+use crate::flat::{self, FlatBitmap};
 use crate::numeric::{NumericColumn, RangeSet};
 use crate::store::{EnumTag, Snapshot, TagData};
 
@@ -62,6 +64,33 @@ pub fn count(snapshot: &Snapshot, expr: &Expr, tags: &[String]) -> Result<u64, S
         tags,
     }
     .count(expr)
+}
+
+/// The size of [`select()`]'s result and its first `n` ids, ascending. An `and` of stored
+/// bitmaps (bool tags, enum values, their negations) is answered by the flat kernels
+/// ([`crate::flat`]) without materialising the members.
+pub fn preview(
+    snapshot: &Snapshot,
+    expr: &Expr,
+    tags: &[String],
+    n: usize,
+) -> Result<(u64, Vec<u32>), SelectError> {
+    let l = Lowering {
+        snap: snapshot,
+        tags,
+    };
+    let members = match expr {
+        Expr::And(xs) => {
+            let parts = l.lower_and(xs)?;
+            if let Some(flats) = l.flat_operands(&parts) {
+                let (pos, neg) = flats.split();
+                return Ok((flat::and_count(&pos, &neg), flat::and_sample(&pos, &neg, n)));
+            }
+            Cow::Owned(l.intersect(parts))
+        }
+        other => l.lower(other)?,
+    };
+    Ok((members.len(), sample(&members, n)))
 }
 
 /// The first `n` ids of `bitmap`, ascending.
@@ -191,6 +220,25 @@ fn numeric_cmp(c: &NumericColumn, op: CmpOp, x: f64) -> RoaringBitmap {
     match cmp_bounds(op, x) {
         Some((lo, hi)) => c.range(lo, hi),
         None => c.present() - c.range(Bound::Included(x), Bound::Included(x)),
+    }
+}
+
+/// Operand work (ids summed over the operands) from which counts and previews of an `and` go
+/// through the flat kernels; below it the Roaring operations are as fast and need no copies.
+const FLAT_MIN_IDS: u64 = 1 << 16;
+
+/// The flat copies of an `and`'s operands.
+struct FlatOperands {
+    pos: Vec<Arc<FlatBitmap>>,
+    neg: Vec<Arc<FlatBitmap>>,
+}
+
+impl FlatOperands {
+    fn split(&self) -> (Vec<&FlatBitmap>, Vec<&FlatBitmap>) {
+        (
+            self.pos.iter().map(|f| &**f).collect(),
+            self.neg.iter().map(|f| &**f).collect(),
+        )
     }
 }
 
@@ -395,6 +443,35 @@ impl<'a> Lowering<'a> {
         Ok(parts)
     }
 
+    /// Flat copies of the operands when every one is a stored bitmap (no numeric range, no
+    /// computed set) and the work is large enough to be worth it. With only negated operands
+    /// the universe is the positive one.
+    fn flat_operands(&self, parts: &AndParts<'a>) -> Option<FlatOperands> {
+        fn stored<'s>(s: &'s Set<'_>) -> Option<&'s RoaringBitmap> {
+            match s {
+                Cow::Borrowed(b) => Some(b),
+                Cow::Owned(_) => None,
+            }
+        }
+        if !parts.ranges.is_empty() || parts.pos.len() + parts.neg.len() < 2 {
+            return None;
+        }
+        let mut pos: Vec<&RoaringBitmap> = parts.pos.iter().map(stored).collect::<Option<_>>()?;
+        let neg: Vec<&RoaringBitmap> = parts.neg.iter().map(stored).collect::<Option<_>>()?;
+        if pos.is_empty() {
+            pos.push(self.universe());
+        }
+        let work: u64 = pos.iter().chain(&neg).map(|b| b.len()).sum();
+        if work < FLAT_MIN_IDS {
+            return None;
+        }
+        let cache = &self.snap.flats;
+        Some(FlatOperands {
+            pos: pos.into_iter().map(|b| cache.get(b)).collect(),
+            neg: neg.into_iter().map(|b| cache.get(b)).collect(),
+        })
+    }
+
     /// `e` as a range over a numeric tag (`T op L` but `!=`, `T between L and L`), if it is one.
     fn range_of(&self, e: &Expr) -> Result<Option<RangeSet<'a>>, SelectError> {
         let (tag, lo, hi) = match e {
@@ -526,6 +603,10 @@ impl<'a> Lowering<'a> {
             Expr::Not(x) => Ok(self.universe().len().saturating_sub(self.count(x)?)),
             Expr::And(xs) => {
                 let mut parts = self.lower_and(xs)?;
+                if let Some(flats) = self.flat_operands(&parts) {
+                    let (pos, neg) = flats.split();
+                    return Ok(flat::and_count(&pos, &neg));
+                }
                 // The last step as a cardinality: `|acc − last|` or `|acc ∩ largest|`.
                 if let Some(last) = parts.neg.pop() {
                     if parts.pos.len() == 1 && parts.ranges.is_empty() && parts.neg.is_empty() {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use roaring::RoaringBitmap;
 
 use crate::error::StoreError;
+use crate::flat::FlatCache;
 use crate::numeric::{NumericColumn, NumericSummary};
 
 /// An enum tag: one bitmap per value; an id holds at most one value.
@@ -243,12 +244,20 @@ pub fn canonical_number(x: f64) -> String {
 pub struct Snapshot {
     pub(crate) universe: Arc<RoaringBitmap>,
     pub(crate) tags: BTreeMap<String, Arc<TagData>>,
+    /// Flat copies of bitmaps read by counts and previews (cleared by every change).
+    pub(crate) flats: FlatCache,
 }
 
 impl Snapshot {
     /// The live profile ids.
     pub fn universe(&self) -> &RoaringBitmap {
         &self.universe
+    }
+
+    /// Bytes held by the flat copies of bitmaps that counts and previews have built (see
+    /// [`crate::flat`]); they are dropped when the store changes.
+    pub fn flat_copies_bytes(&self) -> usize {
+        self.flats.heap_bytes()
     }
 
     /// A tag by name.
@@ -394,7 +403,9 @@ impl TagStore {
     /// tag still held by a reader is cloned, otherwise it is changed in place).
     fn modify(&self, f: impl FnOnce(&mut Snapshot)) {
         let mut g = self.current.write().unwrap_or_else(|p| p.into_inner());
-        f(Arc::make_mut(&mut g));
+        let snap = Arc::make_mut(&mut g);
+        snap.flats.clear();
+        f(snap);
     }
 
     fn install(&self, state: &mut WriterState, name: &str, data: TagData) {

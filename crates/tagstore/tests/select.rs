@@ -396,3 +396,92 @@ fn binned_ranges_inside_and_agree_with_a_scan() {
         );
     }
 }
+
+#[test]
+fn flat_counts_and_previews_agree_with_a_scan() {
+    // Large enough (2M-id span, ≥ 65,536 ids of work) for the flat kernels, with sparse and
+    // dense chunks, and spanning > 16 chunks so the threaded split runs in release builds too.
+    let n = 2_000_000u32;
+    let s = TagStore::new();
+    let universe: RoaringBitmap = (0..n).filter(|i| i % 11 != 4).collect();
+    s.set_universe(universe.clone());
+    fn flag(i: u32, seed: u64, pct: u64) -> bool {
+        portrait_tagstore::synth::mix(u64::from(i), seed) % 100 < pct
+    }
+    // `rare` is sparse (array containers), `a`/`b` dense, `stage` an enum.
+    s.set_bool("a", universe.iter().filter(|&i| flag(i, 1, 50)).collect());
+    s.set_bool("b", universe.iter().filter(|&i| flag(i, 2, 30)).collect());
+    s.set_bool("rare", universe.iter().filter(|&i| flag(i, 3, 2)).collect());
+    let stage = |i: u32| ["new", "active", "dormant"][(i % 3) as usize];
+    s.set_enum(
+        "stage",
+        ["new", "active", "dormant"]
+            .iter()
+            .map(|v| {
+                let ids = universe.iter().filter(|&i| stage(i) == *v).collect();
+                (v.to_string(), ids)
+            })
+            .collect(),
+    )
+    .unwrap();
+    let tags: Vec<String> = ["a", "b", "rare", "stage"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let is = |v: &str| Expr::Cmp(CmpOp::Eq, tag(3), Box::new(Expr::Lit(text(v))));
+    let not = |e: Expr| Expr::Not(Box::new(e));
+    type Pred = Box<dyn Fn(u32) -> bool>;
+    let cases: Vec<(Expr, Pred)> = vec![
+        (
+            Expr::And(vec![Expr::Tag(0), Expr::Tag(1)]),
+            Box::new(move |i| flag(i, 1, 50) && flag(i, 2, 30)),
+        ),
+        (
+            Expr::And(vec![Expr::Tag(0), Expr::Tag(1), not(Expr::Tag(2))]),
+            Box::new(move |i| flag(i, 1, 50) && flag(i, 2, 30) && !flag(i, 3, 2)),
+        ),
+        (
+            Expr::And(vec![not(Expr::Tag(0)), not(Expr::Tag(1))]),
+            Box::new(move |i| !flag(i, 1, 50) && !flag(i, 2, 30)),
+        ),
+        (
+            Expr::And(vec![Expr::Tag(2), is("active"), not(Expr::Tag(0))]),
+            Box::new(move |i| flag(i, 3, 2) && stage(i) == "active" && !flag(i, 1, 50)),
+        ),
+        (
+            Expr::And(vec![
+                is("dormant"),
+                Expr::Tag(0),
+                Expr::Tag(1),
+                not(Expr::Tag(2)),
+            ]),
+            Box::new(move |i| {
+                stage(i) == "dormant" && flag(i, 1, 50) && flag(i, 2, 30) && !flag(i, 3, 2)
+            }),
+        ),
+    ];
+    let check = |snap: &portrait_tagstore::Snapshot, cases: &[(Expr, Pred)]| {
+        for (e, want) in cases {
+            let expected: RoaringBitmap = universe.iter().filter(|&i| want(i)).collect();
+            assert_eq!(select(snap, e, &tags).unwrap(), expected, "{e:?}");
+            assert_eq!(count(snap, e, &tags).unwrap(), expected.len(), "{e:?}");
+            let (size, first) = portrait_tagstore::preview(snap, e, &tags, 25).unwrap();
+            assert_eq!(size, expected.len(), "preview of {e:?}");
+            assert_eq!(first, expected.iter().take(25).collect::<Vec<_>>(), "{e:?}");
+        }
+    };
+    let snap = s.snapshot();
+    check(&snap, &cases);
+    assert!(snap.flat_copies_bytes() > 0, "the flat path was not taken");
+    drop(snap);
+    // Changing a tag in place (no reader holds the snapshot) must drop the cached copies.
+    s.set_bool("a", universe.iter().filter(|&i| flag(i, 9, 40)).collect());
+    let snap = s.snapshot();
+    assert_eq!(snap.flat_copies_bytes(), 0);
+    let e = Expr::And(vec![Expr::Tag(0), Expr::Tag(1)]);
+    let expected = universe
+        .iter()
+        .filter(|&i| flag(i, 9, 40) && flag(i, 2, 30))
+        .count() as u64;
+    assert_eq!(count(&snap, &e, &tags).unwrap(), expected);
+}
