@@ -7,8 +7,8 @@
 set -euo pipefail
 N=${1:-10000000}
 cd "$(dirname "$0")/.."
-cargo build --release -q -p portrait-cli --bin portrait
-cargo build --release -q -p portrait-tagging --example synth_store
+cargo build --profile bench -q -p portrait-cli --bin portrait
+cargo build --profile bench -q -p portrait-tagging --example synth_store
 DIR=$(mktemp -d /tmp/portrait-audience.XXXX)
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$DIR" "$DIR.key"' EXIT
 ./target/release/portrait source add --data "$DIR/data" app --kind app >/dev/null

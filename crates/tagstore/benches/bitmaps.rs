@@ -19,7 +19,7 @@ use portrait_tags::ir::{CmpOp, Expr};
 use portrait_tags::value::Value;
 use portrait_tagstore::flat::{and_count_with, FlatBitmap};
 use portrait_tagstore::synth::{half_set, mix};
-use portrait_tagstore::{count, select, NumericColumn, RoaringBitmap, TagStore};
+use portrait_tagstore::{count, preview, select, NumericColumn, RoaringBitmap, TagStore};
 
 fn and_card_100m(c: &mut Criterion) {
     let n = 100_000_000;
@@ -205,6 +205,43 @@ fn numeric_10m(c: &mut Criterion) {
     let ge = Expr::Cmp(CmpOp::Ge, Box::new(Expr::Tag(0)), num(500.0));
     g.bench_function("store_select_ge_500", |bch| {
         bch.iter(|| select(&snap, black_box(&ge), &tags))
+    });
+    // An audience preview mixing an enum value and a wide range (the HTTP bench's third case).
+    let stages = ["prospect", "new", "active", "dormant", "churned"];
+    let mut by_stage = vec![RoaringBitmap::new(); stages.len()];
+    for i in 0..n {
+        by_stage[(mix(u64::from(i), 11) % 5) as usize].insert(i);
+    }
+    store
+        .set_enum(
+            "lifecycle",
+            stages.iter().map(|s| s.to_string()).zip(by_stage).collect(),
+        )
+        .unwrap_or_default();
+    let snap = store.snapshot();
+    let tags2 = vec!["spend_90d".to_string(), "lifecycle".to_string()];
+    let mixed = Expr::And(vec![
+        Expr::Cmp(
+            CmpOp::Eq,
+            Box::new(Expr::Tag(1)),
+            Box::new(Expr::Lit(Value::Str("dormant".into()))),
+        ),
+        Expr::Between {
+            expr: Box::new(Expr::Tag(0)),
+            low: num(100.0),
+            high: num(300.0),
+            negated: false,
+        },
+    ]);
+    eprintln!(
+        "numeric 10M: dormant and between 100 and 300: {:?}",
+        preview(&snap, &mixed, &tags2, 3).map(|(c, _)| c)
+    );
+    g.bench_function("preview_dormant_between_100_300", |bch| {
+        bch.iter(|| preview(&snap, black_box(&mixed), &tags2, 100))
+    });
+    g.bench_function("select_dormant_between_100_300", |bch| {
+        bch.iter(|| select(&snap, black_box(&mixed), &tags2))
     });
     g.bench_function("point_read", |bch| {
         let mut i = 0u32;

@@ -67,8 +67,8 @@ pub fn count(snapshot: &Snapshot, expr: &Expr, tags: &[String]) -> Result<u64, S
 }
 
 /// The size of [`select()`]'s result and its first `n` ids, ascending. An `and` of stored
-/// bitmaps (bool tags, enum values, their negations) is answered by the flat kernels
-/// ([`crate::flat`]) without materialising the members.
+/// bitmaps (bool tags, enum values, their negations, at most one numeric range) is answered by
+/// the flat kernels ([`crate::flat`]) without materialising the members.
 pub fn preview(
     snapshot: &Snapshot,
     expr: &Expr,
@@ -83,8 +83,7 @@ pub fn preview(
         Expr::And(xs) => {
             let parts = l.lower_and(xs)?;
             if let Some(flats) = l.flat_operands(&parts) {
-                let (pos, neg) = flats.split();
-                return Ok((flat::and_count(&pos, &neg), flat::and_sample(&pos, &neg, n)));
+                return Ok((flats.count(), flats.sample(n)));
             }
             Cow::Owned(l.intersect(parts))
         }
@@ -200,8 +199,14 @@ fn union_of<'b>(sets: impl Iterator<Item = &'b RoaringBitmap>) -> RoaringBitmap 
 }
 
 /// The ids of an enum tag whose value satisfies `pred`.
-fn enum_where(e: &EnumTag, pred: impl Fn(&str) -> bool) -> RoaringBitmap {
-    union_of(e.values().iter().filter(|(k, _)| pred(k)).map(|(_, b)| b))
+fn enum_where<'e>(e: &'e EnumTag, pred: impl Fn(&str) -> bool) -> Set<'e> {
+    let mut hits = e.values().iter().filter(|(k, _)| pred(k)).map(|(_, b)| b);
+    match (hits.next(), hits.next()) {
+        (None, _) => Cow::Owned(RoaringBitmap::new()),
+        // One value: its stored bitmap, borrowed (the flat kernels can use it).
+        (Some(only), None) => Cow::Borrowed(only),
+        (Some(a), Some(b)) => Cow::Owned(union_of([a, b].into_iter().chain(hits))),
+    }
 }
 
 /// The bounds of `T op x` for an ordering or equality comparison (`None` for `!=`).
@@ -227,10 +232,14 @@ fn numeric_cmp(c: &NumericColumn, op: CmpOp, x: f64) -> RoaringBitmap {
 /// through the flat kernels; below it the Roaring operations are as fast and need no copies.
 const FLAT_MIN_IDS: u64 = 1 << 16;
 
-/// The flat copies of an `and`'s operands.
+/// The flat copies of an `and`'s operands, and the part of a binned numeric range the flat
+/// kernel does not cover.
 struct FlatOperands {
     pos: Vec<Arc<FlatBitmap>>,
     neg: Vec<Arc<FlatBitmap>>,
+    /// A binned range's partial-bin ids that pass every other operand (disjoint from what
+    /// the kernel counts: the kernel sees the range's whole bins as `from − until`).
+    edges: Option<RoaringBitmap>,
 }
 
 impl FlatOperands {
@@ -239,6 +248,36 @@ impl FlatOperands {
             self.pos.iter().map(|f| &**f).collect(),
             self.neg.iter().map(|f| &**f).collect(),
         )
+    }
+
+    fn count(&self) -> u64 {
+        let (pos, neg) = self.split();
+        flat::and_count(&pos, &neg) + self.edges.as_ref().map_or(0, |e| e.len())
+    }
+
+    /// The first `n` members, ascending.
+    fn sample(&self, n: usize) -> Vec<u32> {
+        let (pos, neg) = self.split();
+        let whole = flat::and_sample(&pos, &neg, n);
+        let Some(edges) = &self.edges else {
+            return whole;
+        };
+        // Two disjoint ascending lists: merge, keep the first `n`.
+        let mut out = Vec::with_capacity(n.min(whole.len() + edges.len() as usize));
+        let (mut a, mut b) = (whole.into_iter().peekable(), edges.iter().peekable());
+        while out.len() < n {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x < y => a.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, None) => None,
+            };
+            match next {
+                Some(id) => out.push(id),
+                None => break,
+            }
+        }
+        out
     }
 }
 
@@ -305,7 +344,7 @@ impl<'a> Lowering<'a> {
             }
             Expr::Cmp(op, l, r) => {
                 let atom = self.atom(*op, l, r)?;
-                self.lower_atom(atom).map(Cow::Owned)
+                self.lower_atom(atom)
             }
             Expr::In {
                 expr,
@@ -343,7 +382,7 @@ impl<'a> Lowering<'a> {
                                 .iter()
                                 .any(|v| key_cmp(k, v) == Some(Ordering::Equal))
                         };
-                        enum_where(e, |k| hit(k) != *negated)
+                        enum_where(e, |k| hit(k) != *negated).into_owned()
                     }
                     TagData::Numeric(c) => {
                         let mut hit = RoaringBitmap::new();
@@ -399,6 +438,7 @@ impl<'a> Lowering<'a> {
                             }
                             _ => false,
                         })
+                        .into_owned()
                     }
                     TagData::Bool(_) => {
                         return unsupported(format!("`between` on bool tag `{name}`"))
@@ -443,9 +483,10 @@ impl<'a> Lowering<'a> {
         Ok(parts)
     }
 
-    /// Flat copies of the operands when every one is a stored bitmap (no numeric range, no
-    /// computed set) and the work is large enough to be worth it. With only negated operands
-    /// the universe is the positive one.
+    /// Flat copies of the operands when every one is a stored bitmap and at most one is a
+    /// numeric range (binned: its whole bins join the kernel as `from` and `not until`, its
+    /// partial bins are intersected here), and the work is large enough to be worth it. With
+    /// only negated operands the universe is the positive one.
     fn flat_operands(&self, parts: &AndParts<'a>) -> Option<FlatOperands> {
         fn stored<'s>(s: &'s Set<'_>) -> Option<&'s RoaringBitmap> {
             match s {
@@ -453,11 +494,30 @@ impl<'a> Lowering<'a> {
                 Cow::Owned(_) => None,
             }
         }
-        if !parts.ranges.is_empty() || parts.pos.len() + parts.neg.len() < 2 {
+        let plain_pos: Vec<&RoaringBitmap> =
+            parts.pos.iter().map(stored).collect::<Option<_>>()?;
+        let plain_neg: Vec<&RoaringBitmap> =
+            parts.neg.iter().map(stored).collect::<Option<_>>()?;
+        let (mut pos, mut neg) = (plain_pos.clone(), plain_neg.clone());
+        let edges = match parts.ranges.as_slice() {
+            [] => None,
+            [RangeSet::Binned { from, until, edges }] => {
+                pos.push(from);
+                neg.extend(until.iter().copied());
+                let mut acc = edges.clone();
+                for p in &plain_pos {
+                    acc &= *p;
+                }
+                for q in &plain_neg {
+                    acc -= *q;
+                }
+                Some(acc)
+            }
+            _ => return None,
+        };
+        if pos.len() + neg.len() < 2 {
             return None;
         }
-        let mut pos: Vec<&RoaringBitmap> = parts.pos.iter().map(stored).collect::<Option<_>>()?;
-        let neg: Vec<&RoaringBitmap> = parts.neg.iter().map(stored).collect::<Option<_>>()?;
         if pos.is_empty() {
             pos.push(self.universe());
         }
@@ -469,6 +529,7 @@ impl<'a> Lowering<'a> {
         Some(FlatOperands {
             pos: pos.into_iter().map(|b| cache.get(b)).collect(),
             neg: neg.into_iter().map(|b| cache.get(b)).collect(),
+            edges,
         })
     }
 
@@ -560,9 +621,9 @@ impl<'a> Lowering<'a> {
         Ok(Atom { name, tag, op, lit })
     }
 
-    fn lower_atom(&self, a: Atom<'a>) -> Result<RoaringBitmap, SelectError> {
+    fn lower_atom(&self, a: Atom<'a>) -> Result<Set<'a>, SelectError> {
         if a.lit.is_null() {
-            return Ok(RoaringBitmap::new());
+            return Ok(Cow::Owned(RoaringBitmap::new()));
         }
         Ok(match a.tag {
             TagData::Bool(b) => {
@@ -577,17 +638,17 @@ impl<'a> Lowering<'a> {
                     }
                 };
                 if want_true {
-                    b.clone()
+                    Cow::Borrowed(b)
                 } else {
-                    self.universe() - b
+                    Cow::Owned(self.universe() - b)
                 }
             }
             TagData::Enum(e) => {
                 enum_where(e, |k| key_cmp(k, &a.lit).is_some_and(|o| holds(a.op, o)))
             }
             TagData::Numeric(c) => match num_lit(&a.lit) {
-                Some(x) => numeric_cmp(c, a.op, x),
-                None if matches!(a.lit, Value::Num(_)) => RoaringBitmap::new(),
+                Some(x) => Cow::Owned(numeric_cmp(c, a.op, x)),
+                None if matches!(a.lit, Value::Num(_)) => Cow::Owned(RoaringBitmap::new()),
                 None => {
                     return unsupported(format!(
                         "numeric tag `{}` compared with {:?}",
@@ -604,8 +665,7 @@ impl<'a> Lowering<'a> {
             Expr::And(xs) => {
                 let mut parts = self.lower_and(xs)?;
                 if let Some(flats) = self.flat_operands(&parts) {
-                    let (pos, neg) = flats.split();
-                    return Ok(flat::and_count(&pos, &neg));
+                    return Ok(flats.count());
                 }
                 // The last step as a cardinality: `|acc − last|` or `|acc ∩ largest|`.
                 if let Some(last) = parts.neg.pop() {

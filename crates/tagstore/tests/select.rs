@@ -394,7 +394,15 @@ fn binned_ranges_inside_and_agree_with_a_scan() {
             expected.len(),
             "count of {e:?}"
         );
+        // Previews run whole bins through the flat kernel and merge in the partial bins.
+        for n in [1, 40, 100_000] {
+            let (size, first) = portrait_tagstore::preview(&snap, &e, &tags, n).unwrap();
+            assert_eq!(size, expected.len(), "preview size of {e:?}");
+            let want: Vec<u32> = expected.iter().take(n).collect();
+            assert_eq!(first, want, "preview sample of {e:?}");
+        }
     }
+    assert!(snap.flat_copies_bytes() > 0, "the flat path was not taken");
 }
 
 #[test]
