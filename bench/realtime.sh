@@ -5,7 +5,9 @@
 #   1. Maximum throughput: EVENTS events as fast as possible; the time until the real-time
 #      engine has applied the last one gives events/s and tag-state updates/s end to end; the
 #      engine thread's own CPU time gives the rate per core.
-#   2. Latency at half that rate: probes (one new person each) measure how long after the send
+#   2. Latency at half that rate, once per batch size in LATENCY_BATCHES (default "100 500":
+#      a batch of the Segment server libraries' usual size, and the throughput phase's):
+#      probes (one new person each) measure how long after the send
 #      and after the acknowledgement the tag change is readable in the change stream (as seen
 #      by a client on the same 2 cores), and the server's own visibility lag of every event of
 #      the phase (`GET /api/v1/realtime` → visibility, reset when the phase starts).
@@ -58,16 +60,20 @@ print(f'profiles with state: {s[\"profiles\"]}')
 open('$DIR/rate','w').write(str(int(c['events']/wall)))
 "
 HALF=$(( $(cat "$DIR/rate") / 2 ))
-echo "latency at half of the maximum rate ($HALF events/s), $PROBES probes:"
+SEED=2
+for BATCH in ${LATENCY_BATCHES:-100 500}; do
+echo "latency at half of the maximum rate ($HALF events/s), batches of $BATCH, $PROBES probes:"
 curl -sf "${A[@]}" -X POST 127.0.0.1:$PORT/api/v1/realtime/visibility/reset >/dev/null
 $B/portrait-loadgen --addr 127.0.0.1:$PORT --write-key bench-write-key --events "$EVENTS" \
-  --connections 4 --batch 500 --seed 2 --fresh-timestamps --rate "$HALF" \
+  --connections 4 --batch "$BATCH" --seed "$SEED" --fresh-timestamps --rate "$HALF" \
   --probes "$PROBES" --token bench 2>&1 | grep -v '^building'
 rt | python3 -c "
 import json,sys
 v=json.load(sys.stdin)['visibility']
 print(f'server-side visibility lag (store hand-over -> change readable), every event of the phase: events={v[\"events\"]} p50_ms={v[\"p50_ms\"]} p99_ms={v[\"p99_ms\"]} p999_ms={v[\"p999_ms\"]} max_ms={v[\"max_ms\"]}')
 "
+SEED=$((SEED + 1))
+done
 echo "server RSS: $(awk '/VmRSS/ {print $2/1024 " MB"}' /proc/$PID/status)"
 echo "server log (slow engine rounds, snapshots, scheduled work):"
 grep -vE "^\s*$" "$DIR/server.log" | sed "s/\x1b\[[0-9;]*m//g" | grep -vE "request|GET|POST" | tail -40 || true

@@ -92,6 +92,9 @@ enum Msg {
 
 const SNAPSHOT_VERSION: u32 = 1;
 
+/// A group's events are applied and made readable this many at a time.
+const SLICE: usize = 128;
+
 /// A worker round slower than this is logged with where its time went.
 const SLOW_MS: u128 = 50;
 
@@ -655,24 +658,26 @@ impl Worker {
         let store = self.store.clone();
         let traits = traits_reader(&store);
         let now = portrait_core::time::now();
-        let mut applied = 0u64;
-        {
-            let mut rt = self.rt.write();
-            for a in &group {
-                if self.last_offset.is_some_and(|last| a.offset <= last) {
-                    continue; // replayed by the recovery already
+        for slice in group.chunks(SLICE) {
+            let mut applied = 0u64;
+            {
+                let mut rt = self.rt.write();
+                for a in slice {
+                    if self.last_offset.is_some_and(|last| a.offset <= last) {
+                        continue; // replayed by the recovery already
+                    }
+                    let source = store.sources().name(a.message.source).to_string();
+                    let ev = Event::from_message(a.offset, &a.message, &source);
+                    rt.apply(a.profile, &a.merged, &ev, now, &traits);
+                    self.last_offset = Some(a.offset);
+                    applied += 1;
                 }
-                let source = store.sources().name(a.message.source).to_string();
-                let ev = Event::from_message(a.offset, &a.message, &source);
-                rt.apply(a.profile, &a.merged, &ev, now, &traits);
-                self.last_offset = Some(a.offset);
-                applied += 1;
             }
+            self.dirty = true;
+            self.stage();
+            let us = handed.elapsed().as_micros() as u64;
+            self.lag.lock().record(us, applied);
         }
-        self.dirty = true;
-        self.stage();
-        let us = handed.elapsed().as_micros() as u64;
-        self.lag.lock().record(us, applied);
     }
 
     fn advance(&mut self) {

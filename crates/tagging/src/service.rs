@@ -722,11 +722,7 @@ impl Tagging {
 
     /// The members of an audience expression.
     pub fn select(&self, text: &str) -> Result<(RoaringBitmap, Vec<String>), TaggingError> {
-        self.audience_read(
-            text,
-            portrait_tagstore::select,
-            |members| members,
-        )
+        self.audience_read(text, portrait_tagstore::select, |members| members)
     }
 
     /// Answers an audience expression with `f` over the tag store; expressions the bitmaps

@@ -494,10 +494,8 @@ impl<'a> Lowering<'a> {
                 Cow::Owned(_) => None,
             }
         }
-        let plain_pos: Vec<&RoaringBitmap> =
-            parts.pos.iter().map(stored).collect::<Option<_>>()?;
-        let plain_neg: Vec<&RoaringBitmap> =
-            parts.neg.iter().map(stored).collect::<Option<_>>()?;
+        let plain_pos: Vec<&RoaringBitmap> = parts.pos.iter().map(stored).collect::<Option<_>>()?;
+        let plain_neg: Vec<&RoaringBitmap> = parts.neg.iter().map(stored).collect::<Option<_>>()?;
         let (mut pos, mut neg) = (plain_pos.clone(), plain_neg.clone());
         let edges = match parts.ranges.as_slice() {
             [] => None,
