@@ -1243,20 +1243,31 @@ impl Committer {
 
     /// Writes a snapshot and waits until it is durable.
     fn snapshot(&mut self) -> Result<()> {
-        let bytes = self.encode_snapshot()?;
+        let serialized = self.encode_snapshot()?;
+        let bytes = self.codec.seal(serialized);
         write_atomic(&self.dir.join("snapshot.bin"), &bytes)
     }
 
-    /// Encodes a snapshot under the state lock (the part that must see a consistent state) and
-    /// leaves writing and syncing it to a background thread, so acknowledgements stall only for
-    /// the encoding. A failed write is logged; the previous snapshot stays valid and the log
-    /// still holds everything.
+    /// Serialises a snapshot under the state lock (the part that must see a consistent state)
+    /// and leaves encrypting, writing and syncing it to a background thread, so
+    /// acknowledgements stall only for the serialisation. A failed write is logged; the
+    /// previous snapshot stays valid and the log still holds everything.
     fn snapshot_in_background(&mut self) -> Result<()> {
-        let bytes = self.encode_snapshot()?;
+        let serialized = self.encode_snapshot()?;
         let path = self.dir.join("snapshot.bin");
+        let codec = self.codec.clone();
         let handle = std::thread::Builder::new()
             .name("portrait-snapshot".into())
-            .spawn(move || write_atomic(&path, &bytes))
+            .spawn(move || {
+                let started = Instant::now();
+                let bytes = codec.seal(serialized);
+                tracing::info!(
+                    bytes = bytes.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "snapshot sealed"
+                );
+                write_atomic(&path, &bytes)
+            })
             .map_err(StoreError::io(&self.dir))?;
         self.writing = Some(handle);
         Ok(())
@@ -1273,6 +1284,7 @@ impl Committer {
         }
     }
 
+    /// The snapshot's bytes before [`Codec::seal`], taken under the state lock.
     fn encode_snapshot(&mut self) -> Result<Vec<u8>> {
         self.wait_for_snapshot();
         self.finish_overwrites()?;
@@ -1285,14 +1297,13 @@ impl Committer {
             stats: &state.stats,
             dedup: &self.dedup,
         };
-        let mut bytes = Vec::new();
-        self.codec.encode(&snap, &mut bytes)?;
+        let bytes = self.codec.serialize(&snap)?;
         drop(state);
         self.since_snapshot = 0;
         tracing::info!(
             bytes = bytes.len(),
             ms = started.elapsed().as_millis() as u64,
-            "snapshot encoded"
+            "snapshot serialised"
         );
         Ok(bytes)
     }

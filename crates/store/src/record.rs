@@ -109,6 +109,33 @@ impl Codec {
         }
     }
 
+    /// Serialises `value` for [`Codec::seal`]: the part that must see the value (a snapshot
+    /// does it under the state lock, then seals on another thread).
+    pub(crate) fn serialize<T: Serialize>(&self, value: &T) -> Result<Vec<u8>> {
+        match &self.keyring {
+            None => {
+                let mut out = vec![PLAIN];
+                bincode::serialize_into(&mut out, value).map_err(|e| corrupt(e.to_string()))?;
+                Ok(out)
+            }
+            Some(_) => bincode::serialize(value).map_err(|e| corrupt(e.to_string())),
+        }
+    }
+
+    /// Finishes [`Codec::serialize`]'s output into a payload [`Codec::decode`] reads:
+    /// encrypted when a keyring is configured (the same bytes [`Codec::encode`] writes).
+    pub(crate) fn seal(&self, serialized: Vec<u8>) -> Vec<u8> {
+        match &self.keyring {
+            None => serialized,
+            Some(ring) => {
+                let mut out = Vec::with_capacity(serialized.len() + 64);
+                out.push(ENCRYPTED);
+                ring.encrypt_into(&serialized, &mut out);
+                out
+            }
+        }
+    }
+
     /// Decodes a payload; `None` for a tombstone.
     pub(crate) fn decode<T: serde::de::DeserializeOwned>(
         &self,
