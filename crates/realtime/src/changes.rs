@@ -1,8 +1,10 @@
 //! The change stream: every change of a tag value or audience membership, durable, in order,
 //! each with a cursor (`seq`, from 1).
 //!
-//! Stored as JSON lines in segment files `DIR/realtime/changes/<first seq>.jsonl`, appended
-//! and synced in groups. A torn last line (a crash mid-write) is cut on open. Readers ask for
+//! Stored as JSON lines in segment files `DIR/realtime/changes/<first seq>.jsonl`. Staging a
+//! change costs the engine a cursor and a pointer: the line is readable at once (formatted when
+//! a reader asks for it), and the stream's writer thread formats, appends and syncs lines in
+//! groups. A torn last line (a crash mid-write) is cut on open. Readers ask for
 //! the changes after a cursor (`0` = the oldest retained) and may wait for new ones. Erasure
 //! rewrites the segments without the person's lines; retention drops whole old segments.
 //!
@@ -17,9 +19,11 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use portrait_core::time::format_iso;
 use portrait_tags::value::{Type, Value};
 use serde::{Deserialize, Serialize};
@@ -120,7 +124,39 @@ struct Line {
     profile: u32,
     kind: Kind,
     name: Arc<str>,
-    text: Arc<str>,
+    body: Body,
+}
+
+/// A line's content: as read from a segment, or the change itself (formatted on demand).
+enum Body {
+    Text(Arc<str>),
+    Change(Arc<Change>),
+}
+
+impl Line {
+    /// The line's JSON text.
+    fn text(&self) -> Arc<str> {
+        match &self.body {
+            Body::Text(t) => t.clone(),
+            Body::Change(c) => Arc::from(format_line(self.seq, c, &format_iso(c.at))),
+        }
+    }
+}
+
+/// One change as a JSON line (without the newline); `at` is `c.at` formatted.
+fn format_line(seq: u64, c: &Change, at: &str) -> String {
+    let r = RecordRef {
+        seq,
+        at,
+        profile: c.profile,
+        kind: c.kind,
+        name: &c.name,
+        old: ValueJson(&c.old),
+        new: ValueJson(&c.new),
+        event_time: c.event_time.map(format_iso),
+        cause: &c.cause,
+    };
+    serde_json::to_string(&r).unwrap_or_default()
 }
 
 /// The segment files (durability).
@@ -152,11 +188,148 @@ const RECENT: usize = 200_000;
 /// Segment size before a new one starts.
 const SEGMENT_BYTES: u64 = 64 << 20;
 
+/// Hand-overs to the writer that may wait; more make [`ChangeLog::stage`] wait.
+const WRITER_QUEUE: usize = 1024;
+
 /// The durable change stream.
 pub struct ChangeLog {
-    inner: Mutex<Inner>,
+    files: Arc<Files>,
     tail: Mutex<Tail>,
     last: tokio::sync::watch::Sender<u64>,
+    /// The writer thread and its queue.
+    writer: Mutex<Option<(SyncSender<Chunk>, JoinHandle<()>)>>,
+}
+
+/// Changes handed to the writer, with their cursors (ascending).
+type Chunk = Vec<(u64, Arc<Change>)>;
+
+/// What the writer thread shares with the stream.
+struct Files {
+    /// The stream's directory.
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+    progress: Mutex<Progress>,
+    /// Signalled whenever the writer has written and synced more.
+    done: Condvar,
+}
+
+/// How far the writer has got.
+struct Progress {
+    /// The last cursor handed to the writer.
+    staged: u64,
+    /// The last cursor written and synced (or given up on after an error).
+    durable: u64,
+    /// The first write error since the last [`ChangeLog::sync`], which reports it.
+    error: Option<ChangeError>,
+}
+
+impl Files {
+    /// The writer thread: formats and appends each run of queued chunks, then syncs once.
+    fn write_loop(&self, rx: Receiver<Chunk>) {
+        let mut text = String::new();
+        let mut at_cache: (i64, String) = (i64::MIN, String::new());
+        while let Ok(first) = rx.recv() {
+            let mut chunks = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                chunks.push(more);
+            }
+            let mut last = 0;
+            let result = {
+                let mut g = self.inner.lock();
+                let mut written = Ok(());
+                for chunk in &chunks {
+                    let Some(&(first_seq, _)) = chunk.first() else {
+                        continue;
+                    };
+                    text.clear();
+                    for (seq, c) in chunk {
+                        // Changes of one round mostly share their instant: format it once.
+                        if at_cache.0 != c.at {
+                            at_cache = (c.at, format_iso(c.at));
+                        }
+                        text.push_str(&format_line(*seq, c, &at_cache.1));
+                        text.push('\n');
+                        last = *seq;
+                    }
+                    written = written.and_then(|()| g.write(first_seq, &text));
+                }
+                written.and_then(|()| g.sync())
+            };
+            drop(chunks);
+            let mut p = self.progress.lock();
+            if let Err(e) = result {
+                // The lines stay readable in memory; the next recovery re-derives them.
+                tracing::error!(error = %e, "change stream write failed");
+                p.error.get_or_insert(e);
+            }
+            p.durable = p.durable.max(last);
+            drop(p);
+            self.done.notify_all();
+        }
+    }
+
+    /// Waits until everything handed over so far is written and synced.
+    fn wait_durable(&self) -> Result<(), ChangeError> {
+        let mut p = self.progress.lock();
+        let target = p.staged;
+        while p.durable < target {
+            self.done.wait(&mut p);
+        }
+        match p.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Inner {
+    /// Appends lines starting at cursor `first`, starting a new segment when the open one is
+    /// full (syncing it first: lines written since the last sync would otherwise be let go
+    /// unsynced).
+    fn write(&mut self, first: u64, text: &str) -> Result<(), ChangeError> {
+        if self.segments.is_empty() || self.written >= SEGMENT_BYTES {
+            self.sync()?;
+            let path = segment_path(&self.dir, first);
+            self.segments.push((first, path));
+            self.file = None;
+            self.written = 0;
+        }
+        let path = self
+            .segments
+            .last()
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default();
+        if self.file.is_none() {
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io(&path))?;
+            self.file = Some(f);
+        }
+        if let Some(f) = self.file.as_mut() {
+            f.write_all(text.as_bytes()).map_err(io(&path))?;
+        }
+        self.written += text.len() as u64;
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), ChangeError> {
+        if let Some(f) = &self.file {
+            f.sync_data().map_err(io(&self.dir))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ChangeLog {
+    /// Stops the writer after it has written what it was handed.
+    fn drop(&mut self) {
+        if let Some((tx, handle)) = self.writer.lock().take() {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
 }
 
 fn segment_path(dir: &Path, first: u64) -> PathBuf {
@@ -211,7 +384,7 @@ impl ChangeLog {
                     profile: r.profile,
                     kind: r.kind,
                     name: Arc::from(r.name.as_str()),
-                    text: Arc::from(text),
+                    body: Body::Text(Arc::from(text)),
                 });
                 if recent.len() > RECENT {
                     recent.pop_front();
@@ -242,19 +415,38 @@ impl ChangeLog {
             next_seq += CRASH_GAP;
         }
         let (last, _) = tokio::sync::watch::channel(next_seq - 1);
-        Ok(ChangeLog {
+        let files = Arc::new(Files {
+            dir: dir.to_path_buf(),
             inner: Mutex::new(Inner {
                 dir: dir.to_path_buf(),
                 segments,
                 file: None,
                 written,
             }),
+            progress: Mutex::new(Progress {
+                staged: next_seq - 1,
+                durable: next_seq - 1,
+                error: None,
+            }),
+            done: Condvar::new(),
+        });
+        let (tx, rx) = sync_channel::<Chunk>(WRITER_QUEUE);
+        let handle = {
+            let files = files.clone();
+            std::thread::Builder::new()
+                .name("portrait-changes".into())
+                .spawn(move || files.write_loop(rx))
+                .map_err(io(dir))?
+        };
+        Ok(ChangeLog {
+            files,
             tail: Mutex::new(Tail {
                 complete_from: recent.front().map_or(next_seq, |l| l.seq),
                 next_seq,
                 recent,
             }),
             last,
+            writer: Mutex::new(Some((tx, handle))),
         })
     }
 
@@ -262,7 +454,7 @@ impl ChangeLog {
     /// a gap). Call it last.
     pub fn close(&self) -> Result<(), ChangeError> {
         self.sync()?;
-        let path = self.inner.lock().dir.join(CLEAN);
+        let path = self.files.dir.join(CLEAN);
         std::fs::write(&path, self.last_seq().to_string()).map_err(io(&path))?;
         Ok(())
     }
@@ -274,7 +466,7 @@ impl ChangeLog {
 
     /// The cursor of the oldest retained change (0 when none).
     pub fn first_seq(&self) -> u64 {
-        let first = self.inner.lock().segments.first().map(|(f, _)| *f);
+        let first = self.files.inner.lock().segments.first().map(|(f, _)| *f);
         match first {
             Some(first) if self.last_seq() >= first => first,
             _ => 0,
@@ -289,96 +481,61 @@ impl ChangeLog {
     /// Appends changes (assigning their cursors): they are visible to readers at once, then
     /// written and synced before this returns.
     pub fn append(&self, changes: &[Change]) -> Result<u64, ChangeError> {
-        let last = self.stage(changes)?;
+        let last = self.stage(changes.to_vec())?;
         self.sync()?;
         Ok(last)
     }
 
-    /// Syncs what [`ChangeLog::stage`] wrote.
+    /// Waits until every change staged so far is written and synced; reports a write error
+    /// the writer met since the last call.
     pub fn sync(&self) -> Result<(), ChangeError> {
-        let g = self.inner.lock();
-        if let Some(f) = &g.file {
-            f.sync_data().map_err(io(&g.dir))?;
-        }
-        Ok(())
+        self.files.wait_durable()
     }
 
-    /// Appends changes, visible to readers at once and written to the segment, without the
-    /// sync: [`ChangeLog::sync`] makes a series of stages durable together.
-    pub fn stage(&self, changes: &[Change]) -> Result<u64, ChangeError> {
+    /// Appends changes: readable at once, handed to the writer thread, which formats, writes
+    /// and syncs them shortly after ([`ChangeLog::sync`] waits for that). Returns the cursor
+    /// of the last one.
+    pub fn stage(&self, changes: Vec<Change>) -> Result<u64, ChangeError> {
         if changes.is_empty() {
             return Ok(self.last_seq());
         }
-        let mut buf = String::new();
-        let (first, last) = {
+        let last = {
             let mut t = self.tail.lock();
-            let first = t.next_seq;
-            // Changes of one round mostly share their instant: format it once.
-            let mut at_cache: (i64, String) = (i64::MIN, String::new());
+            let mut chunk: Chunk = Vec::with_capacity(changes.len());
             for c in changes {
                 let seq = t.next_seq;
                 t.next_seq += 1;
-                if at_cache.0 != c.at {
-                    at_cache = (c.at, format_iso(c.at));
-                }
-                let r = RecordRef {
-                    seq,
-                    at: &at_cache.1,
-                    profile: c.profile,
-                    kind: c.kind,
-                    name: &c.name,
-                    old: ValueJson(&c.old),
-                    new: ValueJson(&c.new),
-                    event_time: c.event_time.map(format_iso),
-                    cause: &c.cause,
-                };
-                let text = serde_json::to_string(&r).unwrap_or_default();
-                buf.push_str(&text);
-                buf.push('\n');
+                let c = Arc::new(c);
                 t.recent.push_back(Line {
                     seq,
                     profile: c.profile,
                     kind: c.kind,
                     name: c.name.clone(),
-                    text: Arc::from(text),
+                    body: Body::Change(c.clone()),
                 });
+                chunk.push((seq, c));
             }
             while t.recent.len() > RECENT {
                 t.recent.pop_front();
                 t.complete_from = t.recent.front().map_or(t.next_seq, |l| l.seq);
             }
-            (first, t.next_seq - 1)
+            let last = t.next_seq - 1;
+            // Handed over under the tail lock, so chunks reach the writer in cursor order.
+            self.files.progress.lock().staged = last;
+            let sent = match self.writer.lock().as_ref() {
+                Some((tx, _)) => tx.send(chunk).is_ok(),
+                None => false,
+            };
+            if !sent {
+                let mut p = self.files.progress.lock();
+                p.durable = p.durable.max(last);
+                return Err(io(&self.files.dir)(std::io::Error::other(
+                    "the change stream's writer has stopped",
+                )));
+            }
+            last
         };
         self.last.send_replace(last);
-        let mut g = self.inner.lock();
-        if g.segments.is_empty() || g.written >= SEGMENT_BYTES {
-            // Lines staged into the full segment since the last sync go to disk before it
-            // is let go (the round's sync reaches only the open segment).
-            if let Some(f) = &g.file {
-                f.sync_data().map_err(io(&g.dir))?;
-            }
-            let path = segment_path(&g.dir, first);
-            g.segments.push((first, path));
-            g.file = None;
-            g.written = 0;
-        }
-        let path = g
-            .segments
-            .last()
-            .map(|(_, p)| p.clone())
-            .unwrap_or_default();
-        if g.file.is_none() {
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(io(&path))?;
-            g.file = Some(f);
-        }
-        if let Some(f) = g.file.as_mut() {
-            f.write_all(buf.as_bytes()).map_err(io(&path))?;
-        }
-        g.written += buf.len() as u64;
         Ok(last)
     }
 
@@ -409,7 +566,7 @@ impl ChangeLog {
                 next = l.seq;
                 scanned += 1;
                 if want(l.kind, &l.name) {
-                    out.push(l.text.clone());
+                    out.push(l.text());
                 }
                 if out.len() >= limit || scanned >= SCAN {
                     break;
@@ -418,7 +575,9 @@ impl ChangeLog {
             return Ok((out, next));
         }
         drop(t);
-        let segments = self.inner.lock().segments.clone();
+        // Older lines come from the files: let the writer catch up first.
+        self.sync()?;
+        let segments = self.files.inner.lock().segments.clone();
         for (i, (_, path)) in segments.iter().enumerate() {
             let end = segments.get(i + 1).map_or(u64::MAX, |(f, _)| *f);
             if end != u64::MAX && end <= since + 1 {
@@ -452,7 +611,8 @@ impl ChangeLog {
 
     /// Removes every change of `profiles` (erasure). Returns the lines removed.
     pub fn erase(&self, profiles: &[u32]) -> Result<u64, ChangeError> {
-        let mut g = self.inner.lock();
+        self.sync()?;
+        let mut g = self.files.inner.lock();
         g.file = None;
         let mut removed = 0u64;
         let segments = g.segments.clone();
@@ -498,7 +658,7 @@ impl ChangeLog {
     /// Drops whole segments whose every change is older than `keep` segments back (retention
     /// by count of segments). Returns the segments removed.
     pub fn prune(&self, keep: usize) -> Result<usize, ChangeError> {
-        let mut g = self.inner.lock();
+        let mut g = self.files.inner.lock();
         let mut removed = 0;
         while g.segments.len() > keep.max(1) {
             let (_, path) = g.segments.remove(0);
@@ -560,6 +720,57 @@ mod tests {
             at: 1_700_000_000_100,
             cause: Cause::Timer,
         }
+    }
+
+    #[test]
+    fn staged_lines_read_the_same_from_memory_and_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ChangeLog::open(dir.path()).unwrap();
+        let mut batches = Vec::new();
+        for b in 0..5i64 {
+            let mut batch = Vec::new();
+            for i in 0..40 {
+                let mut c = change(i as u32, i % 2 == 0);
+                c.at += b * 1000 + i / 7;
+                c.event_time = (i % 3 != 0).then_some(1_700_000_000_000 + i);
+                c.new = if i % 5 == 0 {
+                    Value::Str(Arc::from("活跃"))
+                } else {
+                    c.new
+                };
+                batch.push(c);
+            }
+            batches.push(batch);
+        }
+        for batch in batches {
+            log.stage(batch).unwrap();
+        }
+        // Readable before the writer has synced them, formatted on demand.
+        let (memory, next) = log.read(0, 1_000).unwrap();
+        assert_eq!((memory.len(), next), (200, 200));
+        log.sync().unwrap();
+        let on_disk: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .flat_map(|p| {
+                let text = std::fs::read_to_string(p).unwrap();
+                text.lines().map(str::to_string).collect::<Vec<_>>()
+            })
+            .collect();
+        let memory: Vec<String> = memory.iter().map(|l| l.to_string()).collect();
+        assert_eq!(on_disk, memory);
+        let parsed: Vec<Record> = memory
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(parsed[5].new, serde_json::json!("活跃"));
+        assert_eq!(parsed[3].event_time, None);
+        drop(log);
+        let log = ChangeLog::open(dir.path()).unwrap();
+        let (reopened, _) = log.read(0, 1_000).unwrap();
+        let reopened: Vec<String> = reopened.iter().map(|l| l.to_string()).collect();
+        assert_eq!(reopened, memory);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! One worker thread owns the [`Realtime`] engine (readers take its lock briefly). The
 //! store's committer hands it every applied group ([`portrait_store::Observer`]); the worker
-//! applies the events, fires due timers, appends the changes to the [`ChangeLog`] (synced)
+//! applies the events, fires due timers, appends the changes to the [`ChangeLog`] (readable at
+//! once, written and synced by the stream's writer thread)
 //! and, every [`Options::snapshot_every_ms`], writes `DIR/realtime/state.bin`: the engine's
 //! state, the last log offset it covers and the last change cursor it published.
 //!
@@ -530,7 +531,7 @@ impl Worker {
             let started = std::time::Instant::now();
             let mut groups = 0usize;
             if let Some(first) = msg {
-                // Take everything waiting: one lock, one sync of the change stream.
+                // Take everything waiting (each slice is readable as soon as it is applied).
                 let mut batch = vec![first];
                 while let Ok(m) = rx.try_recv() {
                     batch.push(m);
@@ -546,7 +547,8 @@ impl Worker {
             let applied = started.elapsed();
             self.advance();
             let advanced = started.elapsed();
-            self.publish();
+            // Readable now; the change stream's writer writes and syncs them on its own.
+            self.stage();
             let took = started.elapsed();
             if took.as_millis() >= SLOW_MS {
                 tracing::warn!(
@@ -652,8 +654,8 @@ impl Worker {
         false
     }
 
-    /// Applies a committed group and makes its changes readable (staged; the round's end
-    /// syncs them all together), recording its visibility lag.
+    /// Applies a committed group and makes its changes readable slice by slice (the change
+    /// stream's writer writes and syncs them shortly after), recording its visibility lag.
     fn apply(&mut self, group: Vec<Applied>, handed: std::time::Instant) {
         let store = self.store.clone();
         let traits = traits_reader(&store);
@@ -742,7 +744,7 @@ impl Worker {
         self.dirty = true;
     }
 
-    /// Appends the engine's pending changes to the stream and syncs it.
+    /// Appends the engine's pending changes to the stream and waits until they are synced.
     fn publish(&mut self) {
         self.stage();
         if let Err(e) = self.changes.sync() {
@@ -750,20 +752,24 @@ impl Worker {
         }
     }
 
-    /// Makes the engine's pending changes readable (written, not yet synced).
+    /// Makes the engine's pending changes readable (handed to the stream's writer, which
+    /// writes and syncs them shortly after).
     fn stage(&mut self) {
         let changes = self.rt.write().take_changes();
         if changes.is_empty() {
             return;
         }
-        if let Err(e) = self.changes.stage(&changes) {
+        let n = changes.len();
+        if let Err(e) = self.changes.stage(changes) {
             // The values stay in the engine; the next recovery re-derives what was lost.
-            tracing::error!(error = %e, lost = changes.len(), "change stream write failed");
+            tracing::error!(error = %e, lost = n, "change stream write failed");
         }
     }
 
     /// Writes a snapshot now (after any being written in the background).
     fn snapshot(&mut self) -> Result<(), ServiceError> {
+        // The snapshot's change cursor must be durable: changes up to it are not re-derived.
+        self.publish();
         let snap = self.capture();
         self.finish_snapshot()?;
         write_snapshot(&self.path, &snap)?;
@@ -792,6 +798,7 @@ impl Worker {
     /// so the worker goes on applying events (a state it changes meanwhile is copied once).
     fn snapshot_in_background(&mut self) -> Result<(), ServiceError> {
         self.finish_snapshot()?;
+        self.publish();
         let snap = self.capture();
         let path = self.path.clone();
         self.dirty = false;
