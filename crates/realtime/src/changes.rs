@@ -2,9 +2,9 @@
 //! each with a cursor (`seq`, from 1).
 //!
 //! Stored as JSON lines in segment files `DIR/realtime/changes/<first seq>.jsonl`. Staging a
-//! change costs the engine a cursor and a pointer: the line is readable at once (formatted when
-//! a reader asks for it), and the stream's writer thread formats, appends and syncs lines in
-//! groups. A torn last line (a crash mid-write) is cut on open. Readers ask for
+//! change costs the engine only a cursor: the stream's writer thread formats the lines, appends
+//! them to the segment, makes them readable (so a line a reader has seen is in the file, and
+//! survives `kill -9`) and syncs in groups. A torn last line (a crash mid-write) is cut on open. Readers ask for
 //! the changes after a cursor (`0` = the oldest retained) and may wait for new ones. Erasure
 //! rewrites the segments without the person's lines; retention drops whole old segments.
 //!
@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 use portrait_core::time::format_iso;
@@ -29,6 +30,7 @@ use portrait_tags::value::{Type, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Cause, Change, Kind};
+use crate::lag::Lag;
 
 /// Errors of the change stream.
 #[derive(Debug, thiserror::Error)]
@@ -124,23 +126,7 @@ struct Line {
     profile: u32,
     kind: Kind,
     name: Arc<str>,
-    body: Body,
-}
-
-/// A line's content: as read from a segment, or the change itself (formatted on demand).
-enum Body {
-    Text(Arc<str>),
-    Change(Arc<Change>),
-}
-
-impl Line {
-    /// The line's JSON text.
-    fn text(&self) -> Arc<str> {
-        match &self.body {
-            Body::Text(t) => t.clone(),
-            Body::Change(c) => Arc::from(format_line(self.seq, c, &format_iso(c.at))),
-        }
-    }
+    text: Arc<str>,
 }
 
 /// One change as a JSON line (without the newline); `at` is `c.at` formatted.
@@ -170,7 +156,6 @@ struct Inner {
 
 /// What readers see: the newest lines, visible before they are synced.
 struct Tail {
-    next_seq: u64,
     /// The newest lines, for readers that keep up.
     recent: VecDeque<Line>,
     /// Every line with a cursor at or above this is in `recent`.
@@ -194,23 +179,31 @@ const WRITER_QUEUE: usize = 1024;
 /// The durable change stream.
 pub struct ChangeLog {
     files: Arc<Files>,
-    tail: Mutex<Tail>,
-    last: tokio::sync::watch::Sender<u64>,
+    /// The next cursor to hand out.
+    next_seq: Mutex<u64>,
     /// The writer thread and its queue.
     writer: Mutex<Option<(SyncSender<Chunk>, JoinHandle<()>)>>,
 }
 
-/// Changes handed to the writer, with their cursors (ascending).
-type Chunk = Vec<(u64, Arc<Change>)>;
+/// Changes handed to the writer with their cursors (ascending), and, for the visibility lag,
+/// when the events behind them were handed to the engine and how many there were.
+struct Chunk {
+    changes: Vec<(u64, Change)>,
+    handed: Option<(Instant, u64)>,
+}
 
 /// What the writer thread shares with the stream.
 struct Files {
     /// The stream's directory.
     dir: PathBuf,
     inner: Mutex<Inner>,
+    tail: Mutex<Tail>,
+    last: tokio::sync::watch::Sender<u64>,
     progress: Mutex<Progress>,
     /// Signalled whenever the writer has written and synced more.
     done: Condvar,
+    /// Where the writer records the visibility lag of the events it makes readable.
+    lag: Mutex<Option<Arc<Mutex<Lag>>>>,
 }
 
 /// How far the writer has got.
@@ -224,40 +217,56 @@ struct Progress {
 }
 
 impl Files {
-    /// The writer thread: formats and appends each run of queued chunks, then syncs once.
+    /// The writer thread: formats and appends each queued chunk and makes it readable, then
+    /// syncs once per run of chunks.
     fn write_loop(&self, rx: Receiver<Chunk>) {
         let mut text = String::new();
         let mut at_cache: (i64, String) = (i64::MIN, String::new());
         while let Ok(first) = rx.recv() {
-            let mut chunks = vec![first];
-            while let Ok(more) = rx.try_recv() {
-                chunks.push(more);
-            }
+            let mut pending = Some(first);
             let mut last = 0;
-            let result = {
-                let mut g = self.inner.lock();
-                let mut written = Ok(());
-                for chunk in &chunks {
-                    let Some(&(first_seq, _)) = chunk.first() else {
-                        continue;
-                    };
-                    text.clear();
-                    for (seq, c) in chunk {
-                        // Changes of one round mostly share their instant: format it once.
-                        if at_cache.0 != c.at {
-                            at_cache = (c.at, format_iso(c.at));
-                        }
-                        text.push_str(&format_line(*seq, c, &at_cache.1));
-                        text.push('\n');
-                        last = *seq;
+            let mut failed: Option<ChangeError> = None;
+            while let Some(chunk) = pending.take() {
+                let Some(&(first_seq, _)) = chunk.changes.first() else {
+                    pending = rx.try_recv().ok();
+                    continue;
+                };
+                text.clear();
+                let mut lines = Vec::with_capacity(chunk.changes.len());
+                for (seq, c) in &chunk.changes {
+                    // Changes of one round mostly share their instant: format it once.
+                    if at_cache.0 != c.at {
+                        at_cache = (c.at, format_iso(c.at));
                     }
-                    written = written.and_then(|()| g.write(first_seq, &text));
+                    let line = format_line(*seq, c, &at_cache.1);
+                    text.push_str(&line);
+                    text.push('\n');
+                    lines.push(Line {
+                        seq: *seq,
+                        profile: c.profile,
+                        kind: c.kind,
+                        name: c.name.clone(),
+                        text: Arc::from(line),
+                    });
+                    last = *seq;
                 }
-                written.and_then(|()| g.sync())
-            };
-            drop(chunks);
+                if let Err(e) = self.inner.lock().write(first_seq, &text) {
+                    failed.get_or_insert(e);
+                }
+                self.publish(lines, last);
+                if let Some((handed, events)) = chunk.handed {
+                    if let Some(lag) = self.lag.lock().as_ref() {
+                        lag.lock()
+                            .record(handed.elapsed().as_micros() as u64, events);
+                    }
+                }
+                pending = rx.try_recv().ok();
+            }
+            if let Err(e) = self.inner.lock().sync() {
+                failed.get_or_insert(e);
+            }
             let mut p = self.progress.lock();
-            if let Err(e) = result {
+            if let Some(e) = failed {
                 // The lines stay readable in memory; the next recovery re-derives them.
                 tracing::error!(error = %e, "change stream write failed");
                 p.error.get_or_insert(e);
@@ -266,6 +275,19 @@ impl Files {
             drop(p);
             self.done.notify_all();
         }
+    }
+
+    /// Makes written lines readable.
+    fn publish(&self, lines: Vec<Line>, last: u64) {
+        {
+            let mut t = self.tail.lock();
+            t.recent.extend(lines);
+            while t.recent.len() > RECENT {
+                t.recent.pop_front();
+                t.complete_from = t.recent.front().map_or(last + 1, |l| l.seq);
+            }
+        }
+        self.last.send_replace(last);
     }
 
     /// Waits until everything handed over so far is written and synced.
@@ -384,7 +406,7 @@ impl ChangeLog {
                     profile: r.profile,
                     kind: r.kind,
                     name: Arc::from(r.name.as_str()),
-                    body: Body::Text(Arc::from(text)),
+                    text: Arc::from(text),
                 });
                 if recent.len() > RECENT {
                     recent.pop_front();
@@ -423,12 +445,18 @@ impl ChangeLog {
                 file: None,
                 written,
             }),
+            tail: Mutex::new(Tail {
+                complete_from: recent.front().map_or(next_seq, |l| l.seq),
+                recent,
+            }),
+            last,
             progress: Mutex::new(Progress {
                 staged: next_seq - 1,
                 durable: next_seq - 1,
                 error: None,
             }),
             done: Condvar::new(),
+            lag: Mutex::new(None),
         });
         let (tx, rx) = sync_channel::<Chunk>(WRITER_QUEUE);
         let handle = {
@@ -440,14 +468,14 @@ impl ChangeLog {
         };
         Ok(ChangeLog {
             files,
-            tail: Mutex::new(Tail {
-                complete_from: recent.front().map_or(next_seq, |l| l.seq),
-                next_seq,
-                recent,
-            }),
-            last,
+            next_seq: Mutex::new(next_seq),
             writer: Mutex::new(Some((tx, handle))),
         })
+    }
+
+    /// Where to record the visibility lag of events staged with [`ChangeLog::stage_timed`].
+    pub fn record_lag_in(&self, lag: Arc<Mutex<Lag>>) {
+        *self.files.lag.lock() = Some(lag);
     }
 
     /// Syncs and marks the stream closed cleanly (the next open continues its cursors without
@@ -461,7 +489,7 @@ impl ChangeLog {
 
     /// The cursor of the newest change (0 when none).
     pub fn last_seq(&self) -> u64 {
-        *self.last.borrow()
+        *self.files.last.borrow()
     }
 
     /// The cursor of the oldest retained change (0 when none).
@@ -475,7 +503,7 @@ impl ChangeLog {
 
     /// A receiver that sees the newest cursor change (for long polls and streams).
     pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.last.subscribe()
+        self.files.last.subscribe()
     }
 
     /// Appends changes (assigning their cursors): they are visible to readers at once, then
@@ -492,50 +520,53 @@ impl ChangeLog {
         self.files.wait_durable()
     }
 
-    /// Appends changes: readable at once, handed to the writer thread, which formats, writes
-    /// and syncs them shortly after ([`ChangeLog::sync`] waits for that). Returns the cursor
-    /// of the last one.
+    /// Appends changes: handed to the writer thread, which formats and writes them, makes
+    /// them readable, and syncs them shortly after ([`ChangeLog::sync`] waits for that).
+    /// Returns the cursor of the last one.
     pub fn stage(&self, changes: Vec<Change>) -> Result<u64, ChangeError> {
+        self.hand_over(changes, None)
+    }
+
+    /// [`ChangeLog::stage`] for the changes of `events` events handed to the engine at
+    /// `handed`: their visibility lag is recorded when the changes become readable.
+    pub fn stage_timed(
+        &self,
+        changes: Vec<Change>,
+        handed: Instant,
+        events: u64,
+    ) -> Result<u64, ChangeError> {
+        self.hand_over(changes, Some((handed, events)))
+    }
+
+    fn hand_over(
+        &self,
+        changes: Vec<Change>,
+        handed: Option<(Instant, u64)>,
+    ) -> Result<u64, ChangeError> {
+        let mut next = self.next_seq.lock();
         if changes.is_empty() {
-            return Ok(self.last_seq());
+            return Ok(*next - 1);
         }
-        let last = {
-            let mut t = self.tail.lock();
-            let mut chunk: Chunk = Vec::with_capacity(changes.len());
-            for c in changes {
-                let seq = t.next_seq;
-                t.next_seq += 1;
-                let c = Arc::new(c);
-                t.recent.push_back(Line {
-                    seq,
-                    profile: c.profile,
-                    kind: c.kind,
-                    name: c.name.clone(),
-                    body: Body::Change(c.clone()),
-                });
-                chunk.push((seq, c));
-            }
-            while t.recent.len() > RECENT {
-                t.recent.pop_front();
-                t.complete_from = t.recent.front().map_or(t.next_seq, |l| l.seq);
-            }
-            let last = t.next_seq - 1;
-            // Handed over under the tail lock, so chunks reach the writer in cursor order.
-            self.files.progress.lock().staged = last;
-            let sent = match self.writer.lock().as_ref() {
-                Some((tx, _)) => tx.send(chunk).is_ok(),
-                None => false,
-            };
-            if !sent {
-                let mut p = self.files.progress.lock();
-                p.durable = p.durable.max(last);
-                return Err(io(&self.files.dir)(std::io::Error::other(
-                    "the change stream's writer has stopped",
-                )));
-            }
-            last
+        let first = *next;
+        *next += changes.len() as u64;
+        let last = *next - 1;
+        let chunk = Chunk {
+            changes: (first..).zip(changes).collect(),
+            handed,
         };
-        self.last.send_replace(last);
+        // Handed over under the cursor lock, so chunks reach the writer in cursor order.
+        self.files.progress.lock().staged = last;
+        let sent = match self.writer.lock().as_ref() {
+            Some((tx, _)) => tx.send(chunk).is_ok(),
+            None => false,
+        };
+        if !sent {
+            let mut p = self.files.progress.lock();
+            p.durable = p.durable.max(last);
+            return Err(io(&self.files.dir)(std::io::Error::other(
+                "the change stream's writer has stopped",
+            )));
+        }
         Ok(last)
     }
 
@@ -557,7 +588,7 @@ impl ChangeLog {
         let mut out = Vec::new();
         let mut next = since;
         let mut scanned = 0usize;
-        let t = self.tail.lock();
+        let t = self.files.tail.lock();
         let recent = &t.recent;
         if since + 1 >= t.complete_from {
             // Lines are in cursor order: find the first after `since` by bisection.
@@ -566,7 +597,7 @@ impl ChangeLog {
                 next = l.seq;
                 scanned += 1;
                 if want(l.kind, &l.name) {
-                    out.push(l.text());
+                    out.push(l.text.clone());
                 }
                 if out.len() >= limit || scanned >= SCAN {
                     break;
@@ -645,7 +676,8 @@ impl ChangeLog {
                 std::fs::rename(&tmp, path).map_err(io(path))?;
             }
         }
-        self.tail
+        self.files
+            .tail
             .lock()
             .recent
             .retain(|l| !profiles.contains(&l.profile));
@@ -745,10 +777,10 @@ mod tests {
         for batch in batches {
             log.stage(batch).unwrap();
         }
-        // Readable before the writer has synced them, formatted on demand.
+        log.sync().unwrap();
+        // Readable from memory once written: the same lines as in the file.
         let (memory, next) = log.read(0, 1_000).unwrap();
         assert_eq!((memory.len(), next), (200, 200));
-        log.sync().unwrap();
         let on_disk: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())

@@ -2,8 +2,8 @@
 //!
 //! One worker thread owns the [`Realtime`] engine (readers take its lock briefly). The
 //! store's committer hands it every applied group ([`portrait_store::Observer`]); the worker
-//! applies the events, fires due timers, appends the changes to the [`ChangeLog`] (readable at
-//! once, written and synced by the stream's writer thread)
+//! applies the events, fires due timers, hands the changes to the [`ChangeLog`] (whose writer
+//! thread writes them, makes them readable and syncs them)
 //! and, every [`Options::snapshot_every_ms`], writes `DIR/realtime/state.bin`: the engine's
 //! state, the last log offset it covers and the last change cursor it published.
 //!
@@ -295,6 +295,7 @@ impl Service {
         );
         let rt = Arc::new(RwLock::new(rt));
         let lag = Arc::new(Mutex::new(Lag::default()));
+        changes.record_lag_in(lag.clone());
         let mut worker = Worker {
             store: store.clone(),
             rt: rt.clone(),
@@ -547,7 +548,7 @@ impl Worker {
             let applied = started.elapsed();
             self.advance();
             let advanced = started.elapsed();
-            // Readable now; the change stream's writer writes and syncs them on its own.
+            // Timers' changes: the stream's writer writes them, makes them readable, syncs.
             self.stage();
             let took = started.elapsed();
             if took.as_millis() >= SLOW_MS {
@@ -654,8 +655,8 @@ impl Worker {
         false
     }
 
-    /// Applies a committed group and makes its changes readable slice by slice (the change
-    /// stream's writer writes and syncs them shortly after), recording its visibility lag.
+    /// Applies a committed group slice by slice, handing each slice's changes to the change
+    /// stream's writer (which makes them readable and records their visibility lag).
     fn apply(&mut self, group: Vec<Applied>, handed: std::time::Instant) {
         let store = self.store.clone();
         let traits = traits_reader(&store);
@@ -676,9 +677,19 @@ impl Worker {
                 }
             }
             self.dirty = true;
-            self.stage();
-            let us = handed.elapsed().as_micros() as u64;
-            self.lag.lock().record(us, applied);
+            // The stream's writer records the slice's lag when its changes are readable; a
+            // slice that changed nothing is visible (to the profile API) now.
+            let changes = self.rt.write().take_changes();
+            if changes.is_empty() {
+                self.lag
+                    .lock()
+                    .record(handed.elapsed().as_micros() as u64, applied);
+            } else {
+                let n = changes.len();
+                if let Err(e) = self.changes.stage_timed(changes, handed, applied) {
+                    tracing::error!(error = %e, lost = n, "change stream write failed");
+                }
+            }
         }
     }
 
@@ -752,8 +763,8 @@ impl Worker {
         }
     }
 
-    /// Makes the engine's pending changes readable (handed to the stream's writer, which
-    /// writes and syncs them shortly after).
+    /// Hands the engine's pending changes to the stream's writer, which writes them, makes
+    /// them readable and syncs them shortly after.
     fn stage(&mut self) {
         let changes = self.rt.write().take_changes();
         if changes.is_empty() {
