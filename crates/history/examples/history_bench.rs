@@ -1,7 +1,7 @@
 //! Tag history benchmark (run in release):
 //!
 //! ```text
-//! cargo run --release -p portrait-history --example bench [-- --big 100000000 --small 10000000 --days 90]
+//! cargo run --release -p portrait-history --example history_bench [-- --big 100000000 --small 10000000 --days 90]
 //! ```
 //!
 //! 1. A 5×5 transition matrix between two dates over `--big` profile ids (a 5-value stage
