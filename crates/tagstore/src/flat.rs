@@ -355,17 +355,21 @@ pub fn and_count_with(
         return simd::count_range(&job, 0, n);
     }
     let per = n.div_ceil(threads);
+    // Thread `t` counts the driver's containers `t·per .. (t+1)·per`.
+    let count = move |job: &Job<'_>, t: usize| {
+        simd::count_range(job, (t * per).min(n), ((t + 1) * per).min(n))
+    };
     std::thread::scope(|s| {
         let handles: Vec<_> = (1..threads)
             .map(|t| {
                 let job = &job;
-                s.spawn(move || simd::count_range(job, t * per, ((t + 1) * per).min(n)))
+                s.spawn(move || count(job, t))
             })
             .collect();
-        let mut total = simd::count_range(&job, 0, per.min(n));
-        for h in handles {
+        let mut total = count(&job, 0);
+        for (t, h) in (1..threads).zip(handles) {
             // A panicking worker would be a bug in the kernel; count its range here instead.
-            total += h.join().unwrap_or(0);
+            total += h.join().unwrap_or_else(|_| count(&job, t));
         }
         total
     })
