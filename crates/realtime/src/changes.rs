@@ -4,9 +4,10 @@
 //! Stored as JSON lines in segment files `DIR/realtime/changes/<first seq>.jsonl`. Staging a
 //! change costs the engine only a cursor: the stream's writer thread formats the lines, appends
 //! them to the segment, makes them readable (so a line a reader has seen is in the file, and
-//! survives `kill -9`) and syncs in groups. A torn last line (a crash mid-write) is cut on open. Readers ask for
-//! the changes after a cursor (`0` = the oldest retained) and may wait for new ones. Erasure
-//! rewrites the segments without the person's lines; retention drops whole old segments.
+//! survives `kill -9`) and syncs in groups. A torn last line (a crash mid-write) is cut on
+//! open. Readers ask for the changes after a cursor (`0` = the oldest retained) and may wait
+//! for new ones. Erasure rewrites the segments without the person's lines; retention drops
+//! whole old segments.
 //!
 //! One line:
 //! ```json

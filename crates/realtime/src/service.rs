@@ -598,7 +598,7 @@ impl Worker {
                 }
             }
         }
-        self.publish();
+        // `snapshot` publishes first.
         if let Err(e) = self.snapshot() {
             tracing::error!(error = %e, "real-time snapshot at shutdown failed");
         }
@@ -642,7 +642,6 @@ impl Worker {
                 let _ = reply.send(());
             }
             Msg::Snapshot(reply) => {
-                self.publish();
                 let _ = reply.send(self.snapshot());
             }
             Msg::Flush(reply) => {
@@ -677,19 +676,7 @@ impl Worker {
                 }
             }
             self.dirty = true;
-            // The stream's writer records the slice's lag when its changes are readable; a
-            // slice that changed nothing is visible (to the profile API) now.
-            let changes = self.rt.write().take_changes();
-            if changes.is_empty() {
-                self.lag
-                    .lock()
-                    .record(handed.elapsed().as_micros() as u64, applied);
-            } else {
-                let n = changes.len();
-                if let Err(e) = self.changes.stage_timed(changes, handed, applied) {
-                    tracing::error!(error = %e, lost = n, "change stream write failed");
-                }
-            }
+            self.stage_for(Some((handed, applied)));
         }
     }
 
@@ -766,12 +753,28 @@ impl Worker {
     /// Hands the engine's pending changes to the stream's writer, which writes them, makes
     /// them readable and syncs them shortly after.
     fn stage(&mut self) {
+        self.stage_for(None);
+    }
+
+    /// [`Worker::stage`] for the changes of `events` events handed over at `handed`, if
+    /// given: the stream's writer records their visibility lag when the changes are readable;
+    /// events that changed nothing are visible (to the profile API) now.
+    fn stage_for(&mut self, events: Option<(std::time::Instant, u64)>) {
         let changes = self.rt.write().take_changes();
         if changes.is_empty() {
+            if let Some((handed, n)) = events {
+                self.lag
+                    .lock()
+                    .record(handed.elapsed().as_micros() as u64, n);
+            }
             return;
         }
         let n = changes.len();
-        if let Err(e) = self.changes.stage(changes) {
+        let staged = match events {
+            Some((handed, count)) => self.changes.stage_timed(changes, handed, count),
+            None => self.changes.stage(changes),
+        };
+        if let Err(e) = staged {
             // The values stay in the engine; the next recovery re-derives what was lost.
             tracing::error!(error = %e, lost = n, "change stream write failed");
         }
