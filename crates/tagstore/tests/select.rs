@@ -53,6 +53,11 @@ fn store() -> (TagStore, Vec<String>) {
     (s, tags)
 }
 
+/// A pseudo-random flag on `pct` % of ids, independent per `seed`.
+fn flag(i: u32, seed: u64, pct: u64) -> bool {
+    portrait_tagstore::synth::mix(u64::from(i), seed) % 100 < pct
+}
+
 fn tag(i: usize) -> Box<Expr> {
     Box::new(Expr::Tag(i))
 }
@@ -329,9 +334,6 @@ fn binned_ranges_inside_and_agree_with_a_scan() {
     // Ids with gaps; the numeric tag misses some of them; values with ties.
     let universe: RoaringBitmap = (0..n).filter(|i| i % 7 != 3).collect();
     s.set_universe(universe.clone());
-    fn flag(i: u32, seed: u64, pct: u64) -> bool {
-        portrait_tagstore::synth::mix(u64::from(i), seed) % 100 < pct
-    }
     fn spend(i: u32) -> f64 {
         (portrait_tagstore::synth::mix(u64::from(i), 5) % 2_000) as f64 / 2.0
     }
@@ -413,9 +415,6 @@ fn flat_counts_and_previews_agree_with_a_scan() {
     let s = TagStore::new();
     let universe: RoaringBitmap = (0..n).filter(|i| i % 11 != 4).collect();
     s.set_universe(universe.clone());
-    fn flag(i: u32, seed: u64, pct: u64) -> bool {
-        portrait_tagstore::synth::mix(u64::from(i), seed) % 100 < pct
-    }
     // `rare` is sparse (array containers), `a`/`b` dense, `stage` an enum.
     s.set_bool("a", universe.iter().filter(|&i| flag(i, 1, 50)).collect());
     s.set_bool("b", universe.iter().filter(|&i| flag(i, 2, 30)).collect());
