@@ -9,6 +9,7 @@
 //!   message carrying more values than the limit (which has nothing to drop).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::hash::{IdIndex, KeySet, Overlay};
 
@@ -107,7 +108,8 @@ impl Profile {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Slot {
-    Live(Box<Profile>),
+    /// Shared with a snapshot being written: changed copy on write ([`Arc::make_mut`]).
+    Live(Arc<Profile>),
     Merged(ProfileId),
     /// Being rebuilt by an unmerge.
     Vacant,
@@ -363,6 +365,7 @@ impl ProfileBook {
         let Slot::Live(gone) = std::mem::replace(&mut self.slots[id as usize], Slot::Erased) else {
             unreachable!("resolved to a live profile");
         };
+        let gone = Arc::unwrap_or_clone(gone);
         self.live -= 1;
         let mut suppressed = Vec::with_capacity(gone.identifiers.len());
         for ident in &gone.identifiers {
@@ -475,7 +478,7 @@ impl ProfileBook {
 
     fn live_mut(&mut self, id: ProfileId) -> &mut Profile {
         match &mut self.slots[id as usize] {
-            Slot::Live(p) => p,
+            Slot::Live(p) => Arc::make_mut(p),
             _ => unreachable!("profile {id} is live by the index invariant"),
         }
     }
@@ -491,7 +494,7 @@ impl ProfileBook {
     fn allocate(&mut self, identifiers: usize) -> ProfileId {
         self.live += 1;
         let id = self.reuse.pop().unwrap_or(self.slots.len() as ProfileId);
-        let profile = Slot::Live(Box::new(Profile {
+        let profile = Slot::Live(Arc::new(Profile {
             id,
             identifiers: Vec::with_capacity(identifiers),
             ..Profile::default()
@@ -890,6 +893,7 @@ impl ProfileBook {
         else {
             unreachable!("merging a live profile");
         };
+        let gone = Arc::unwrap_or_clone(gone);
         self.live -= 1;
         for id in &gone.identifiers {
             self.index_insert(self.key(id), target);

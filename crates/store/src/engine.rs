@@ -8,7 +8,9 @@
 //!
 //! Restart: load `DIR/snapshot.bin` (the book, the dedup set and the log position it covers),
 //! then replay the log from there. Snapshots are written every `snapshot_every` records and on
-//! a clean shutdown; a crash loses no acknowledged message, only replay time.
+//! a clean shutdown; a crash loses no acknowledged message, only replay time. The committer
+//! only captures a snapshot — a copy of the book whose profiles it shares copy on write, and a
+//! view of the dedup keys — and a background thread serialises, encrypts and writes it.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -24,6 +26,7 @@ use portrait_core::{Identifier, IdentityConfig, Message, ProfileBook, ProfileId,
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::Keyring;
+use crate::dedup::{Dedup, DedupView};
 use crate::error::{Result, StoreError};
 use crate::record::{tombstone, Codec, LogRecord, LogRecordRef};
 use crate::retention::{ExpiryReport, Matcher, RuleReport};
@@ -160,7 +163,7 @@ struct SnapshotRef<'a> {
     log_end: u64,
     book: &'a ProfileBook,
     stats: &'a Stats,
-    dedup: &'a KeySet,
+    dedup: &'a DedupView,
 }
 
 #[derive(Deserialize)]
@@ -186,6 +189,8 @@ pub struct Engine {
     committer: Mutex<Option<JoinHandle<()>>>,
     observer: Arc<RwLock<Option<Observer>>>,
     expired: std::sync::atomic::AtomicU64,
+    /// Log records replayed at open (after the snapshot).
+    replayed: u64,
     _lock: File,
 }
 
@@ -412,7 +417,7 @@ impl Engine {
             dir: dir.to_path_buf(),
             wal,
             state: state.clone(),
-            dedup,
+            dedup: Dedup::new(dedup),
             max_group: options.max_group,
             snapshot_every: options.snapshot_every,
             since_snapshot: replayed,
@@ -434,6 +439,7 @@ impl Engine {
             committer: Mutex::new(Some(handle)),
             observer,
             expired: std::sync::atomic::AtomicU64::new(0),
+            replayed,
             _lock: lock,
         })
     }
@@ -628,6 +634,11 @@ impl Engine {
     /// then retires the old keys. Reads continue throughout. Returns the records re-encrypted.
     pub fn rotate_data_key(&self) -> Result<u64> {
         self.call(Job::RotateDataKey)
+    }
+
+    /// Log records replayed at open on top of the snapshot (all of them without one).
+    pub fn replayed_at_open(&self) -> u64 {
+        self.replayed
     }
 
     /// Writes a snapshot now.
@@ -857,12 +868,12 @@ struct Committer {
     dir: PathBuf,
     wal: Wal,
     state: Arc<RwLock<State>>,
-    dedup: KeySet,
+    dedup: Dedup,
     max_group: usize,
     snapshot_every: u64,
     since_snapshot: u64,
-    /// A snapshot being written in the background.
-    writing: Option<std::thread::JoinHandle<Result<()>>>,
+    /// A snapshot being written in the background; it hands back the dedup keys folded.
+    writing: Option<std::thread::JoinHandle<(Result<()>, Arc<KeySet>)>>,
     /// Shortened records of an expiry whose overwrite failed (an IO error): retried before
     /// the next expiry and before any snapshot, which must not cover their `Expire` record
     /// until they are written.
@@ -913,6 +924,10 @@ impl Committer {
             }
             if stop {
                 break;
+            }
+            if self.writing.as_ref().is_some_and(|h| h.is_finished()) {
+                // Back to two dedup sets to look in.
+                self.wait_for_snapshot();
             }
             if self.since_snapshot >= self.snapshot_every {
                 if let Err(e) = self.snapshot_in_background() {
@@ -976,7 +991,7 @@ impl Committer {
             // Nothing of this group is acknowledged; forget its keys so a retry is accepted.
             tracing::error!(error = %e, "log write failed; group refused");
             for key in new_keys {
-                self.dedup.remove(&key);
+                self.dedup.forget_recent(key);
             }
             let reason = e.to_string();
             for (_, _, reply) in staged {
@@ -1243,68 +1258,106 @@ impl Committer {
 
     /// Writes a snapshot and waits until it is durable.
     fn snapshot(&mut self) -> Result<()> {
-        let serialized = self.encode_snapshot()?;
-        let bytes = self.codec.seal(serialized);
-        write_atomic(&self.dir.join("snapshot.bin"), &bytes)
+        let captured = self.capture()?;
+        let written = captured
+            .encode(&self.codec)
+            .map(|bytes| self.codec.seal(bytes))
+            .and_then(|bytes| write_atomic(&self.dir.join("snapshot.bin"), &bytes));
+        self.dedup.install(captured.dedup.fold());
+        written
     }
 
-    /// Serialises a snapshot under the state lock (the part that must see a consistent state)
-    /// and leaves encrypting, writing and syncing it to a background thread, so
-    /// acknowledgements stall only for the serialisation. A failed write is logged; the
+    /// Captures a snapshot under the state lock (the part that must see a consistent state:
+    /// a copy of the book whose profiles are shared copy on write, and a view of the dedup
+    /// keys) and leaves serialising, encrypting, writing and syncing it to a background
+    /// thread, so acknowledgements stall only for the capture. A failed write is logged; the
     /// previous snapshot stays valid and the log still holds everything.
     fn snapshot_in_background(&mut self) -> Result<()> {
-        let serialized = self.encode_snapshot()?;
+        let captured = self.capture()?;
         let path = self.dir.join("snapshot.bin");
         let codec = self.codec.clone();
         let handle = std::thread::Builder::new()
             .name("portrait-snapshot".into())
             .spawn(move || {
                 let started = Instant::now();
-                let bytes = codec.seal(serialized);
-                tracing::info!(
-                    bytes = bytes.len(),
-                    ms = started.elapsed().as_millis() as u64,
-                    "snapshot sealed"
-                );
-                write_atomic(&path, &bytes)
+                let encoded = captured.encode(&codec);
+                // From here on the committer changes its profiles without copying them.
+                let Captured { dedup, .. } = captured;
+                let written = encoded.and_then(|bytes| {
+                    let bytes = codec.seal(bytes);
+                    tracing::info!(
+                        bytes = bytes.len(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "snapshot serialised and sealed"
+                    );
+                    write_atomic(&path, &bytes)
+                });
+                (written, dedup.fold())
             })
             .map_err(StoreError::io(&self.dir))?;
         self.writing = Some(handle);
         Ok(())
     }
 
-    /// Waits for a snapshot still being written (snapshots land in order).
+    /// Waits for a snapshot still being written (snapshots land in order) and installs the
+    /// dedup keys it folded.
     fn wait_for_snapshot(&mut self) {
         if let Some(handle) = self.writing.take() {
             match handle.join() {
-                Ok(Err(e)) => tracing::error!(error = %e, "background snapshot failed"),
-                Err(_) => tracing::error!("background snapshot thread panicked"),
-                Ok(Ok(())) => {}
+                Ok((written, folded)) => {
+                    if let Err(e) = written {
+                        tracing::error!(error = %e, "background snapshot failed");
+                    }
+                    self.dedup.install(folded);
+                }
+                Err(_) => {
+                    tracing::error!("background snapshot thread panicked");
+                    self.dedup.fold_here();
+                }
             }
         }
     }
 
-    /// The snapshot's bytes before [`Codec::seal`], taken under the state lock.
-    fn encode_snapshot(&mut self) -> Result<Vec<u8>> {
+    /// What a snapshot holds, taken under the state lock.
+    fn capture(&mut self) -> Result<Captured> {
         self.wait_for_snapshot();
         self.finish_overwrites()?;
         let started = Instant::now();
         let state = self.state.read();
-        let snap = SnapshotRef {
-            version: SNAPSHOT_VERSION,
+        let captured = Captured {
             log_end: self.wal.end(),
-            book: &state.book,
-            stats: &state.stats,
-            dedup: &self.dedup,
+            book: state.book.clone(),
+            stats: state.stats.clone(),
+            dedup: self.dedup.seal(),
         };
-        let bytes = self.codec.serialize(&snap)?;
         drop(state);
         self.since_snapshot = 0;
         tracing::info!(
-            bytes = bytes.len(),
+            profiles = captured.book.live(),
             ms = started.elapsed().as_millis() as u64,
-            "snapshot serialised"
+            "snapshot captured"
         );
-        Ok(bytes)
+        Ok(captured)
+    }
+}
+
+/// A snapshot's content, captured by the committer and serialised wherever convenient.
+struct Captured {
+    log_end: u64,
+    book: ProfileBook,
+    stats: Stats,
+    dedup: DedupView,
+}
+
+impl Captured {
+    /// The snapshot's bytes before [`Codec::seal`].
+    fn encode(&self, codec: &Codec) -> Result<Vec<u8>> {
+        codec.serialize(&SnapshotRef {
+            version: SNAPSHOT_VERSION,
+            log_end: self.log_end,
+            book: &self.book,
+            stats: &self.stats,
+            dedup: &self.dedup,
+        })
     }
 }

@@ -7,8 +7,11 @@
 //! - [`retention`]: retention periods per event, source or type (`DIR/retention.yaml`).
 //! - [`engine`]: one committer thread that deduplicates, logs (group commit), and applies
 //!   messages to the in-memory [`portrait_core::ProfileBook`]; snapshots bound restart time.
+//!   Its dedup keys (module `dedup`) are split so that a snapshot shares them instead of
+//!   copying them.
 
 pub mod crypto;
+mod dedup;
 pub mod engine;
 pub mod error;
 pub mod record;
