@@ -366,6 +366,13 @@ impl ChangeLog {
     /// crash (no clean close) cursors continue [`CRASH_GAP`] further, so no reader's cursor
     /// is reused.
     pub fn open(dir: &Path) -> Result<Self, ChangeError> {
+        Self::open_with(dir, None)
+    }
+
+    /// [`ChangeLog::open`] with the writer thread at nice level `writer_nice` (see
+    /// [`crate::service::Options::worker_nice`]): lines are readable only once it wrote them,
+    /// so its waits are visibility lag as much as the worker's.
+    pub fn open_with(dir: &Path, writer_nice: Option<i32>) -> Result<Self, ChangeError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let marked = match std::fs::remove_file(dir.join(CLEAN)) {
             Ok(()) => true,
@@ -464,7 +471,10 @@ impl ChangeLog {
             let files = files.clone();
             std::thread::Builder::new()
                 .name("portrait-changes".into())
-                .spawn(move || files.write_loop(rx))
+                .spawn(move || {
+                    crate::service::prioritise(writer_nice, "change stream writer");
+                    files.write_loop(rx)
+                })
                 .map_err(io(dir))?
         };
         Ok(ChangeLog {

@@ -376,6 +376,14 @@ pub struct ProfileState {
     members: Vec<bool>,
     /// When the profile is next re-evaluated without an event (`i64::MAX`: never).
     due: i64,
+    /// The instant the engine's timer index holds for this profile (`i64::MAX`: none), so
+    /// that putting a state back touches the index only when `due` moved.
+    #[serde(skip, default = "never")]
+    scheduled: i64,
+}
+
+fn never() -> i64 {
+    i64::MAX
 }
 
 impl ProfileState {
@@ -731,10 +739,19 @@ impl Realtime {
         self.timers.first().map(|(t, _)| *t)
     }
 
+    /// Takes a state out to change it and put it back ([`Realtime::put_state`]); its timer
+    /// stays scheduled meanwhile.
     fn take_state(&mut self, profile: u32) -> Option<ProfileState> {
         let st = self.profiles.get_mut(profile as usize)?.take()?;
-        let st = unshare(st);
-        self.timers.remove(&(st.due, profile));
+        Some(unshare(st))
+    }
+
+    /// Takes a state out for good (its timer too).
+    fn drop_state(&mut self, profile: u32) -> Option<ProfileState> {
+        let st = self.take_state(profile)?;
+        if st.scheduled != i64::MAX {
+            self.timers.remove(&(st.scheduled, profile));
+        }
         Some(st)
     }
 
@@ -743,17 +760,24 @@ impl Realtime {
             values: self.defaults.clone(),
             members: self.default_members.clone(),
             due: i64::MAX,
+            scheduled: i64::MAX,
             ..ProfileState::default()
         }
     }
 
-    fn put_state(&mut self, profile: u32, st: ProfileState) {
+    fn put_state(&mut self, profile: u32, mut st: ProfileState) {
         let i = profile as usize;
         if self.profiles.len() <= i {
             self.profiles.resize_with(i + 1, || None);
         }
-        if st.due != i64::MAX {
-            self.timers.insert((st.due, profile));
+        if st.scheduled != st.due {
+            if st.scheduled != i64::MAX {
+                self.timers.remove(&(st.scheduled, profile));
+            }
+            if st.due != i64::MAX {
+                self.timers.insert((st.due, profile));
+            }
+            st.scheduled = st.due;
         }
         self.profiles[i] = Some(Arc::new(st));
     }
@@ -884,6 +908,8 @@ impl Realtime {
             else {
                 continue;
             };
+            // Its timer entry was just popped.
+            st.scheduled = i64::MAX;
             st.due = i64::MAX;
             self.settle(p, &mut st, &[], false, true, None, Cause::Timer, traits);
             self.put_state(p, st);
@@ -914,7 +940,7 @@ impl Realtime {
         if survivor == retired {
             return;
         }
-        let Some(old) = self.take_state(retired) else {
+        let Some(old) = self.drop_state(retired) else {
             return;
         };
         self.counters.merges += 1;
@@ -961,13 +987,13 @@ impl Realtime {
     /// Drops a profile's state without a change (erasure: the change stream forgets the
     /// person too).
     pub fn forget(&mut self, profile: u32) {
-        self.take_state(profile);
+        self.drop_state(profile);
         self.stale.remove(&profile);
     }
 
     /// Retires a profile that no longer exists (e.g. split away): its values leave.
     pub fn retire(&mut self, profile: u32) {
-        if let Some(st) = self.take_state(profile) {
+        if let Some(st) = self.drop_state(profile) {
             self.emit_departure(profile, &st, Cause::Rebuild);
         }
     }
@@ -1238,7 +1264,9 @@ impl Realtime {
         self.counters = saved.counters;
         self.stale = saved.stale.into_iter().collect();
         for (id, st) in saved.profiles {
-            self.put_state(id, Arc::unwrap_or_clone(st));
+            let mut st = Arc::unwrap_or_clone(st);
+            st.scheduled = i64::MAX;
+            self.put_state(id, st);
         }
     }
 

@@ -64,8 +64,9 @@ pub struct Options {
     pub snapshot_every_ms: u64,
     /// Time between rebuilds of profiles that received events beyond the lateness bound.
     pub refresh_every_ms: u64,
-    /// Nice level asked for the worker thread (default -10: ahead of request handling and
-    /// batch work; kept at the default priority where the process may not raise it).
+    /// Nice level asked for the worker thread and the change stream's writer (default -10:
+    /// ahead of request handling and batch work; kept at the default priority where the
+    /// process may not raise it).
     pub worker_nice: Option<i32>,
 }
 
@@ -123,17 +124,18 @@ fn fingerprint(plan: &Plan, audiences: &[Audience]) -> u64 {
 /// negative values need `CAP_SYS_NICE` or a matching `RLIMIT_NICE`). The real-time worker's CPU
 /// need is bounded by the ingest rate, and every millisecond it waits behind request parsing,
 /// batch work or a co-located client is visibility lag. Refused → logged once, nothing else.
-fn prioritise(nice: Option<i32>) {
+pub(crate) fn prioritise(nice: Option<i32>, thread: &str) {
     let Some(nice) = nice else {
         return;
     };
     let me = rustix::thread::gettid();
     match rustix::process::setpriority_process(Some(me), nice) {
-        Ok(()) => tracing::info!(nice, "real-time worker priority raised"),
+        Ok(()) => tracing::info!(nice, thread, "real-time thread priority raised"),
         Err(e) => tracing::info!(
             nice,
+            thread,
             error = %e,
-            "real-time worker keeps the default priority (raising it needs CAP_SYS_NICE)"
+            "real-time thread keeps the default priority (raising it needs CAP_SYS_NICE)"
         ),
     }
 }
@@ -180,6 +182,26 @@ fn traits_reader(store: &Engine) -> impl Fn(u32) -> Option<JsonMap> + '_ {
 
 fn source_name(store: &Engine, m: &Message) -> String {
     store.sources().name(m.source).to_string()
+}
+
+/// Each message's source name: a group's messages come from a few sources, named once each.
+fn source_names(store: &Engine, group: &[Applied]) -> Vec<Arc<str>> {
+    let registry = store.sources();
+    let mut named: Vec<(portrait_core::SourceId, Arc<str>)> = Vec::new();
+    group
+        .iter()
+        .map(|a| {
+            let id = a.message.source;
+            match named.iter().find(|(s, _)| *s == id) {
+                Some((_, name)) => name.clone(),
+                None => {
+                    let name: Arc<str> = Arc::from(registry.name(id));
+                    named.push((id, name.clone()));
+                    name
+                }
+            }
+        })
+        .collect()
 }
 
 /// The profile a stored message belongs to now.
@@ -273,7 +295,10 @@ impl Service {
             path: dir.to_path_buf(),
             reason: e.to_string(),
         })?;
-        let changes = Arc::new(ChangeLog::open(&dir.join("changes"))?);
+        let changes = Arc::new(ChangeLog::open_with(
+            &dir.join("changes"),
+            options.worker_nice,
+        )?);
         let path = dir.join("state.bin");
         let started = std::time::Instant::now();
         // Listen before recovering, so nothing committed meanwhile is missed; the worker skips
@@ -511,7 +536,7 @@ fn recover(
 
 impl Worker {
     fn run(mut self, rx: Receiver<Msg>) {
-        prioritise(self.options.worker_nice);
+        prioritise(self.options.worker_nice, "real-time worker");
         let mut last_snapshot = std::time::Instant::now();
         let mut last_refresh = std::time::Instant::now();
         loop {
@@ -660,16 +685,16 @@ impl Worker {
         let store = self.store.clone();
         let traits = traits_reader(&store);
         let now = portrait_core::time::now();
-        for slice in group.chunks(SLICE) {
+        let sources = source_names(&store, &group);
+        for (slice, names) in group.chunks(SLICE).zip(sources.chunks(SLICE)) {
             let mut applied = 0u64;
             {
                 let mut rt = self.rt.write();
-                for a in slice {
+                for (a, source) in slice.iter().zip(names) {
                     if self.last_offset.is_some_and(|last| a.offset <= last) {
                         continue; // replayed by the recovery already
                     }
-                    let source = store.sources().name(a.message.source).to_string();
-                    let ev = Event::from_message(a.offset, &a.message, &source);
+                    let ev = Event::from_message(a.offset, &a.message, source);
                     rt.apply(a.profile, &a.merged, &ev, now, &traits);
                     self.last_offset = Some(a.offset);
                     applied += 1;

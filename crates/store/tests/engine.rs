@@ -313,7 +313,11 @@ fn background_snapshots_taken_while_profiles_change_reopen_to_the_same_state() {
     assert_eq!(want.len(), 25);
     let reopened = Engine::open(copy.path(), opts).expect("reopen the copy");
     // The snapshot was read (an unreadable one is rebuilt from the whole log).
-    assert!(reopened.replayed_at_open() < 600, "{}", reopened.replayed_at_open());
+    assert!(
+        reopened.replayed_at_open() < 600,
+        "{}",
+        reopened.replayed_at_open()
+    );
     assert_eq!(book_summary(&reopened), want);
     assert_eq!(reopened.state().stats.events, 600);
     // Dedup knows every key: from before any snapshot, sealed in one, and after the last.
