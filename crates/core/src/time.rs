@@ -40,21 +40,28 @@ pub fn parse_iso(text: &str) -> Option<Millis> {
 /// Years 1970–9999 are formatted by arithmetic (this is on hot paths: the change stream,
 /// exports, timelines); other instants go through chrono.
 pub fn format_iso(ms: Millis) -> String {
-    use std::fmt::Write as _;
     const END: Millis = 253_402_300_800_000; // 10000-01-01T00:00:00Z
     if (0..END).contains(&ms) {
         let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));
         let rem = ms.rem_euclid(86_400_000);
-        let mut out = String::with_capacity(24);
-        let _ = write!(
-            out,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-            rem / 3_600_000,
-            rem / 60_000 % 60,
-            rem / 1000 % 60,
-            rem % 1000
-        );
-        return out;
+        // Digits written in place: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+        let mut text = *b"0000-00-00T00:00:00.000Z";
+        let fields: [(usize, usize, i64); 7] = [
+            (0, 4, y),
+            (5, 2, m),
+            (8, 2, d),
+            (11, 2, rem / 3_600_000),
+            (14, 2, rem / 60_000 % 60),
+            (17, 2, rem / 1000 % 60),
+            (20, 3, rem % 1000),
+        ];
+        for (at, width, mut v) in fields {
+            for i in (at..at + width).rev() {
+                text[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        }
+        return text.iter().map(|&b| char::from(b)).collect();
     }
     match Utc.timestamp_millis_opt(ms).single() {
         Some(dt) => dt.to_rfc3339_opts(SecondsFormat::Millis, true),

@@ -3,8 +3,9 @@
 //!
 //! Stored as JSON lines in segment files `DIR/realtime/changes/<first seq>.jsonl`. Staging a
 //! change costs the engine only a cursor: the stream's writer thread formats the lines, appends
-//! them to the segment, makes them readable (so a line a reader has seen is in the file, and
-//! survives `kill -9`) and syncs in groups. A torn last line (a crash mid-write) is cut on
+//! them to the segment and makes them readable (so a line a reader has seen is in the file, and
+//! survives `kill -9`); its syncer thread syncs what was written in groups, so a slow sync
+//! never holds up the lines behind it. A torn last line (a crash mid-write) is cut on
 //! open. Readers ask for the changes after a cursor (`0` = the oldest retained) and may wait
 //! for new ones. Erasure rewrites the segments without the person's lines; retention drops
 //! whole old segments.
@@ -86,7 +87,7 @@ struct RecordRef<'a> {
     name: &'a str,
     old: ValueJson<'a>,
     new: ValueJson<'a>,
-    event_time: Option<String>,
+    event_time: Option<&'a str>,
     cause: &'a Cause,
 }
 
@@ -130,8 +131,9 @@ struct Line {
     text: Arc<str>,
 }
 
-/// One change as a JSON line (without the newline); `at` is `c.at` formatted.
-fn format_line(seq: u64, c: &Change, at: &str) -> String {
+/// Appends one change as a JSON line (without the newline) to `out`; `at` and `event_time`
+/// are `c.at` and `c.event_time` formatted.
+fn format_line(out: &mut Vec<u8>, seq: u64, c: &Change, at: &str, event_time: Option<&str>) {
     let r = RecordRef {
         seq,
         at,
@@ -140,10 +142,11 @@ fn format_line(seq: u64, c: &Change, at: &str) -> String {
         name: &c.name,
         old: ValueJson(&c.old),
         new: ValueJson(&c.new),
-        event_time: c.event_time.map(format_iso),
+        event_time,
         cause: &c.cause,
     };
-    serde_json::to_string(&r).unwrap_or_default()
+    // Writing JSON of plain fields into memory cannot fail.
+    let _ = serde_json::to_writer(out, &r);
 }
 
 /// The segment files (durability).
@@ -201,8 +204,10 @@ struct Files {
     tail: Mutex<Tail>,
     last: tokio::sync::watch::Sender<u64>,
     progress: Mutex<Progress>,
-    /// Signalled whenever the writer has written and synced more.
+    /// Signalled whenever more is synced (or given up on).
     done: Condvar,
+    /// Signalled whenever the writer has written more (or stops), for the syncer.
+    wrote: Condvar,
     /// Where the writer records the visibility lag of the events it makes readable.
     lag: Mutex<Option<Arc<Mutex<Lag>>>>,
 }
@@ -211,8 +216,12 @@ struct Files {
 struct Progress {
     /// The last cursor handed to the writer.
     staged: u64,
+    /// The last cursor written (or given up on after an error).
+    written: u64,
     /// The last cursor written and synced (or given up on after an error).
     durable: u64,
+    /// The writer has stopped: the syncer syncs what is left and stops too.
+    stopped: bool,
     /// The first write error since the last [`ChangeLog::sync`], which reports it.
     error: Option<ChangeError>,
 }
@@ -220,9 +229,11 @@ struct Progress {
 impl Files {
     /// The writer thread: formats and appends each queued chunk and makes it readable, then
     /// syncs once per run of chunks.
-    fn write_loop(&self, rx: Receiver<Chunk>) {
-        let mut text = String::new();
+    fn write_loop(&self, rx: Receiver<Chunk>, sync_here: bool) {
+        let mut text: Vec<u8> = Vec::new();
         let mut at_cache: (i64, String) = (i64::MIN, String::new());
+        // An event's changes are consecutive and share its time.
+        let mut event_cache: (Option<i64>, Option<String>) = (None, None);
         while let Ok(first) = rx.recv() {
             let mut pending = Some(first);
             let mut last = 0;
@@ -239,9 +250,13 @@ impl Files {
                     if at_cache.0 != c.at {
                         at_cache = (c.at, format_iso(c.at));
                     }
-                    let line = format_line(*seq, c, &at_cache.1);
-                    text.push_str(&line);
-                    text.push('\n');
+                    if event_cache.0 != c.event_time {
+                        event_cache = (c.event_time, c.event_time.map(format_iso));
+                    }
+                    let start = text.len();
+                    format_line(&mut text, *seq, c, &at_cache.1, event_cache.1.as_deref());
+                    // serde_json writes UTF-8.
+                    let line = std::str::from_utf8(&text[start..]).unwrap_or_default();
                     lines.push(Line {
                         seq: *seq,
                         profile: c.profile,
@@ -249,6 +264,7 @@ impl Files {
                         name: c.name.clone(),
                         text: Arc::from(line),
                     });
+                    text.push(b'\n');
                     last = *seq;
                 }
                 if let Err(e) = self.inner.lock().write(first_seq, &text) {
@@ -263,19 +279,75 @@ impl Files {
                 }
                 pending = rx.try_recv().ok();
             }
-            if let Err(e) = self.inner.lock().sync() {
-                failed.get_or_insert(e);
-            }
             let mut p = self.progress.lock();
             if let Some(e) = failed {
                 // The lines stay readable in memory; the next recovery re-derives them.
                 tracing::error!(error = %e, "change stream write failed");
                 p.error.get_or_insert(e);
             }
-            p.durable = p.durable.max(last);
+            p.written = p.written.max(last);
+            let written = p.written;
             drop(p);
-            self.done.notify_all();
+            if sync_here {
+                self.sync_to(written);
+            } else {
+                self.wrote.notify_one();
+            }
         }
+    }
+
+    /// The syncer thread: syncs what the writer wrote, so that a sync (milliseconds on a busy
+    /// disk) never holds up the lines behind it; wakes [`Files::wait_durable`]. Stops once the
+    /// writer has stopped and everything written is synced.
+    fn sync_loop(&self) {
+        loop {
+            let target = {
+                let mut p = self.progress.lock();
+                while p.written <= p.durable && !p.stopped {
+                    self.wrote.wait(&mut p);
+                }
+                if p.written <= p.durable {
+                    return;
+                }
+                p.written
+            };
+            self.sync_to(target);
+        }
+    }
+
+    /// Syncs the lines written up to cursor `target` and wakes the waiters.
+    fn sync_to(&self, target: u64) {
+        // Synced through a second handle, so the writer keeps the segment while this waits
+        // (a segment it closes meanwhile it syncs itself).
+        let handle = self.inner.lock().sync_handle();
+        let synced = match handle {
+            Ok(Some(f)) => f.sync_data().map_err(io(&self.dir)),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let mut p = self.progress.lock();
+        if let Err(e) = synced {
+            tracing::error!(error = %e, "change stream sync failed");
+            p.error.get_or_insert(e);
+        }
+        p.durable = p.durable.max(target);
+        drop(p);
+        self.done.notify_all();
+    }
+
+    /// Runs the writer and its syncer until the stream is dropped.
+    fn run(&self, rx: Receiver<Chunk>) {
+        std::thread::scope(|scope| {
+            let syncer = std::thread::Builder::new()
+                .name("portrait-changes-sync".into())
+                .spawn_scoped(scope, || self.sync_loop());
+            if syncer.is_err() {
+                tracing::error!("change stream syncer not started; syncing on the writer");
+            }
+            self.write_loop(rx, syncer.is_err());
+            self.progress.lock().stopped = true;
+            self.wrote.notify_one();
+        });
     }
 
     /// Makes written lines readable.
@@ -309,7 +381,7 @@ impl Inner {
     /// Appends lines starting at cursor `first`, starting a new segment when the open one is
     /// full (syncing it first: lines written since the last sync would otherwise be let go
     /// unsynced).
-    fn write(&mut self, first: u64, text: &str) -> Result<(), ChangeError> {
+    fn write(&mut self, first: u64, text: &[u8]) -> Result<(), ChangeError> {
         if self.segments.is_empty() || self.written >= SEGMENT_BYTES {
             self.sync()?;
             let path = segment_path(&self.dir, first);
@@ -331,7 +403,7 @@ impl Inner {
             self.file = Some(f);
         }
         if let Some(f) = self.file.as_mut() {
-            f.write_all(text.as_bytes()).map_err(io(&path))?;
+            f.write_all(text).map_err(io(&path))?;
         }
         self.written += text.len() as u64;
         Ok(())
@@ -342,6 +414,14 @@ impl Inner {
             f.sync_data().map_err(io(&self.dir))?;
         }
         Ok(())
+    }
+
+    /// A second handle to the open segment, to sync without holding the lock.
+    fn sync_handle(&self) -> Result<Option<File>, ChangeError> {
+        self.file
+            .as_ref()
+            .map(|f| f.try_clone().map_err(io(&self.dir)))
+            .transpose()
     }
 }
 
@@ -460,10 +540,13 @@ impl ChangeLog {
             last,
             progress: Mutex::new(Progress {
                 staged: next_seq - 1,
+                written: next_seq - 1,
                 durable: next_seq - 1,
+                stopped: false,
                 error: None,
             }),
             done: Condvar::new(),
+            wrote: Condvar::new(),
             lag: Mutex::new(None),
         });
         let (tx, rx) = sync_channel::<Chunk>(WRITER_QUEUE);
@@ -473,7 +556,7 @@ impl ChangeLog {
                 .name("portrait-changes".into())
                 .spawn(move || {
                     crate::service::prioritise(writer_nice, "change stream writer");
-                    files.write_loop(rx)
+                    files.run(rx)
                 })
                 .map_err(io(dir))?
         };
