@@ -21,5 +21,6 @@ pub mod time;
 pub use identity::{IdentifierType, IdentityConfig, IdentityError, Normalizer};
 pub use message::{Identifier, Message, MessageKind, SourceId};
 pub use profile::{
-    ApplyOutcome, Erased, EventRef, MergeRecord, Profile, ProfileBook, ProfileId, TraitValue,
+    ApplyOutcome, BookCapture, Erased, EventRef, MergeRecord, Profile, ProfileBook, ProfileId,
+    TraitValue,
 };

@@ -117,6 +117,83 @@ enum Slot {
     Erased,
 }
 
+/// A book's content for a snapshot ([`ProfileBook::capture`]): its profiles shared (one
+/// refcount each), not copied. It serialises to exactly the book's own bytes; written with
+/// [`BookCapture::serialize_releasing`], each profile is released as soon as it is written, so
+/// the book's changes meanwhile copy only the profiles not yet written.
+pub struct BookCapture {
+    slots: std::sync::Mutex<Vec<Slot>>,
+    index: IdIndex,
+    cut: KeySet,
+    priority: HashMap<SourceId, i32>,
+    live: usize,
+    merges: u64,
+    suppressed: KeySet,
+    expired: BTreeMap<ProfileId, Vec<EventRef>>,
+}
+
+impl BookCapture {
+    /// Live profiles captured.
+    pub fn live(&self) -> usize {
+        self.live
+    }
+
+    /// Serialises like [`Serialize::serialize`], taking each profile out once it is written.
+    /// For serializers that write in one pass (a counting pass first would see the profiles
+    /// and the writing pass none); afterwards the capture holds no profile.
+    pub fn serialize_releasing<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.serialize_fields(s, true)
+    }
+
+    fn serialize_fields<S: serde::Serializer>(
+        &self,
+        s: S,
+        release: bool,
+    ) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        // The fields `ProfileBook`'s derived serialisation writes, in its order.
+        let mut st = s.serialize_struct("ProfileBook", 8)?;
+        st.serialize_field("slots", &Slots(&self.slots, release))?;
+        st.serialize_field("index", &self.index)?;
+        st.serialize_field("cut", &self.cut)?;
+        st.serialize_field("priority", &self.priority)?;
+        st.serialize_field("live", &self.live)?;
+        st.serialize_field("merges", &self.merges)?;
+        st.serialize_field("suppressed", &self.suppressed)?;
+        st.serialize_field("expired", &self.expired)?;
+        st.end()
+    }
+}
+
+impl Serialize for BookCapture {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.serialize_fields(s, false)
+    }
+}
+
+/// Captured slots; with `release`, each is taken out (its profile released) once written.
+struct Slots<'a>(&'a std::sync::Mutex<Vec<Slot>>, bool);
+
+impl Serialize for Slots<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut slots = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut seq = s.serialize_seq(Some(slots.len()))?;
+        for slot in slots.iter_mut() {
+            if self.1 {
+                let taken = std::mem::replace(slot, Slot::Vacant);
+                seq.serialize_element(&taken)?;
+            } else {
+                seq.serialize_element(slot)?;
+            }
+        }
+        seq.end()
+    }
+}
+
 /// What applying a message did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ApplyOutcome {
@@ -306,6 +383,21 @@ impl ProfileBook {
             window: Window::default(),
             parallel: false,
             expired: BTreeMap::new(),
+        }
+    }
+
+    /// The book's content for a snapshot: one refcount per profile (a profile changed while
+    /// the capture holds it is copied on write) plus copies of the index and the key sets.
+    pub fn capture(&self) -> BookCapture {
+        BookCapture {
+            slots: std::sync::Mutex::new(self.slots.clone()),
+            index: self.index.clone(),
+            cut: self.cut.clone(),
+            priority: self.priority.clone(),
+            live: self.live,
+            merges: self.merges,
+            suppressed: self.suppressed.clone(),
+            expired: self.expired.clone(),
         }
     }
 

@@ -22,7 +22,9 @@ use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use portrait_core::hash::KeySet;
-use portrait_core::{Identifier, IdentityConfig, Message, ProfileBook, ProfileId, SourceId};
+use portrait_core::{
+    BookCapture, Identifier, IdentityConfig, Message, ProfileBook, ProfileId, SourceId,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::Keyring;
@@ -157,11 +159,14 @@ pub struct State {
     pub stats: Stats,
 }
 
+/// The snapshot's layout, as [`Captured::encode`] writes it field by field (the test checks
+/// that the two agree).
+#[cfg(test)]
 #[derive(Serialize)]
 struct SnapshotRef<'a> {
     version: u32,
     log_end: u64,
-    book: &'a ProfileBook,
+    book: &'a BookCapture,
     stats: &'a Stats,
     dedup: &'a DedupView,
 }
@@ -1281,7 +1286,7 @@ impl Committer {
             .spawn(move || {
                 let started = Instant::now();
                 let encoded = captured.encode(&codec);
-                // From here on the committer changes its profiles without copying them.
+                // The profiles were released as they were written.
                 let Captured { dedup, .. } = captured;
                 let written = encoded.and_then(|bytes| {
                     let bytes = codec.seal(bytes);
@@ -1326,7 +1331,7 @@ impl Committer {
         let state = self.state.read();
         let captured = Captured {
             log_end: self.wal.end(),
-            book: state.book.clone(),
+            book: state.book.capture(),
             stats: state.stats.clone(),
             dedup: self.dedup.seal(),
         };
@@ -1344,20 +1349,88 @@ impl Committer {
 /// A snapshot's content, captured by the committer and serialised wherever convenient.
 struct Captured {
     log_end: u64,
-    book: ProfileBook,
+    book: BookCapture,
     stats: Stats,
     dedup: DedupView,
 }
 
 impl Captured {
-    /// The snapshot's bytes before [`Codec::seal`].
+    /// The snapshot's bytes before [`Codec::seal`]: [`SnapshotRef`]'s fields written one after
+    /// another (how bincode writes a struct), each profile released once written
+    /// ([`BookCapture::serialize_releasing`]), so the committer copies fewer profiles on write
+    /// meanwhile. Write it once.
     fn encode(&self, codec: &Codec) -> Result<Vec<u8>> {
-        codec.serialize(&SnapshotRef {
-            version: SNAPSHOT_VERSION,
-            log_end: self.log_end,
-            book: &self.book,
-            stats: &self.stats,
-            dedup: &self.dedup,
+        codec.serialize_with(|ser| {
+            SNAPSHOT_VERSION.serialize(&mut *ser)?;
+            self.log_end.serialize(&mut *ser)?;
+            self.book.serialize_releasing(&mut *ser)?;
+            self.stats.serialize(&mut *ser)?;
+            self.dedup.serialize(&mut *ser)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portrait_core::segment::{parse_message, Envelope};
+
+    fn msg(v: serde_json::Value) -> Message {
+        let env = Envelope {
+            source: 1,
+            received_at: 1_700_000_000_000,
+            ..Default::default()
+        };
+        parse_message(&v, &env, &IdentityConfig::default())
+            .expect("valid message")
+            .message
+    }
+
+    #[test]
+    fn a_captured_snapshot_encodes_as_the_snapshot_layout_and_releases_its_profiles() {
+        let mut book = ProfileBook::new(IdentityConfig::default());
+        let messages = [
+            serde_json::json!({"type": "identify", "messageId": "m1", "userId": "u1",
+                "traits": {"phone": "13800001111", "name": "李雷"}}),
+            serde_json::json!({"type": "track", "messageId": "m2", "anonymousId": "a1",
+                "event": "Product Viewed"}),
+            serde_json::json!({"type": "track", "messageId": "m3", "anonymousId": "a2",
+                "event": "Product Viewed"}),
+            serde_json::json!({"type": "identify", "messageId": "m4", "userId": "u1",
+                "anonymousId": "a1"}),
+        ];
+        for (at, m) in messages.into_iter().enumerate() {
+            book.apply(&msg(m), at as u64);
+        }
+        let mut dedup = Dedup::new((0..10u128).collect());
+        assert!(dedup.insert(42));
+        let capture = |dedup: &mut Dedup| Captured {
+            log_end: 77,
+            book: book.capture(),
+            stats: Stats {
+                events: 4,
+                ..Stats::default()
+            },
+            dedup: dedup.seal(),
+        };
+        let codec = Codec::default();
+        let want = capture(&mut dedup);
+        let want = codec
+            .serialize(&SnapshotRef {
+                version: SNAPSHOT_VERSION,
+                log_end: want.log_end,
+                book: &want.book,
+                stats: &want.stats,
+                dedup: &want.dedup,
+            })
+            .expect("layout");
+        let got = capture(&mut dedup);
+        assert_eq!(got.book.live(), 2);
+        assert_eq!(got.encode(&codec).expect("encode"), want);
+        // Written once, the capture holds no profile: the book's own are not shared any more.
+        assert_ne!(got.encode(&codec).expect("again"), want);
+        let snap: SnapshotOwned = codec.decode(&want).expect("decode").expect("payload");
+        assert_eq!(snap.book.live(), 2);
+        assert_eq!(snap.dedup.len(), 11);
     }
 }

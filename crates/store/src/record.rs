@@ -18,6 +18,8 @@ use portrait_core::{Identifier, Message, ProfileId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+use bincode::Options as _;
+
 use crate::crypto::Keyring;
 use crate::error::{Result, StoreError};
 
@@ -68,6 +70,13 @@ pub(crate) enum LogRecordRef<'a> {
     },
 }
 
+/// bincode's serializer over a buffer with the options of `bincode::serialize`, as
+/// [`Codec::serialize_with`] lends it.
+pub(crate) type BincodeWriter<'a> = bincode::Serializer<
+    &'a mut Vec<u8>,
+    bincode::config::WithOtherIntEncoding<bincode::DefaultOptions, bincode::config::FixintEncoding>,
+>;
+
 /// Encodes and decodes record payloads, encrypting when a keyring is configured.
 #[derive(Clone, Default, Debug)]
 pub struct Codec {
@@ -109,8 +118,9 @@ impl Codec {
         }
     }
 
-    /// Serialises `value` for [`Codec::seal`]: the part that must see the value (a snapshot
-    /// does it under the state lock, then seals on another thread).
+    /// Serialises `value` for [`Codec::seal`] ([`Codec::serialize_with`] writes the same
+    /// bytes piece by piece).
+    #[cfg(test)]
     pub(crate) fn serialize<T: Serialize>(&self, value: &T) -> Result<Vec<u8>> {
         match &self.keyring {
             None => {
@@ -120,6 +130,24 @@ impl Codec {
             }
             Some(_) => bincode::serialize(value).map_err(|e| corrupt(e.to_string())),
         }
+    }
+
+    /// [`Codec::serialize`] of what `write` writes with bincode's serializer (the options of
+    /// `bincode::serialize`, one pass): for values written piece by piece.
+    pub(crate) fn serialize_with(
+        &self,
+        write: impl FnOnce(&mut BincodeWriter<'_>) -> bincode::Result<()>,
+    ) -> Result<Vec<u8>> {
+        let mut out = match &self.keyring {
+            None => vec![PLAIN],
+            Some(_) => Vec::new(),
+        };
+        let mut ser = bincode::Serializer::new(
+            &mut out,
+            bincode::DefaultOptions::new().with_fixint_encoding(),
+        );
+        write(&mut ser).map_err(|e| corrupt(e.to_string()))?;
+        Ok(out)
     }
 
     /// Finishes [`Codec::serialize`]'s output into a payload [`Codec::decode`] reads:
