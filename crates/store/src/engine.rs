@@ -1375,17 +1375,6 @@ mod tests {
     use super::*;
     use portrait_core::segment::{parse_message, Envelope};
 
-    fn msg(v: serde_json::Value) -> Message {
-        let env = Envelope {
-            source: 1,
-            received_at: 1_700_000_000_000,
-            ..Default::default()
-        };
-        parse_message(&v, &env, &IdentityConfig::default())
-            .expect("valid message")
-            .message
-    }
-
     #[test]
     fn a_captured_snapshot_encodes_as_the_snapshot_layout_and_releases_its_profiles() {
         let mut book = ProfileBook::new(IdentityConfig::default());
@@ -1399,8 +1388,13 @@ mod tests {
             serde_json::json!({"type": "identify", "messageId": "m4", "userId": "u1",
                 "anonymousId": "a1"}),
         ];
-        for (at, m) in messages.into_iter().enumerate() {
-            book.apply(&msg(m), at as u64);
+        let env = Envelope {
+            source: 1,
+            ..Envelope::default()
+        };
+        for (at, m) in messages.iter().enumerate() {
+            let parsed = parse_message(m, &env, book.config()).expect("valid message");
+            book.apply(&parsed.message, at as u64);
         }
         let mut dedup = Dedup::new((0..10u128).collect());
         assert!(dedup.insert(42));
