@@ -122,7 +122,7 @@ enum Slot {
 /// [`BookCapture::serialize_releasing`], each profile is released as soon as it is written, so
 /// the book's changes meanwhile copy only the profiles not yet written.
 pub struct BookCapture {
-    slots: std::sync::Mutex<Vec<Slot>>,
+    slots: std::cell::RefCell<Vec<Slot>>,
     index: IdIndex,
     cut: KeySet,
     priority: HashMap<SourceId, i32>,
@@ -172,15 +172,12 @@ impl Serialize for BookCapture {
 }
 
 /// Captured slots; with `release`, each is taken out (its profile released) once written.
-struct Slots<'a>(&'a std::sync::Mutex<Vec<Slot>>, bool);
+struct Slots<'a>(&'a std::cell::RefCell<Vec<Slot>>, bool);
 
 impl Serialize for Slots<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeSeq;
-        let mut slots = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slots = self.0.borrow_mut();
         let mut seq = s.serialize_seq(Some(slots.len()))?;
         for slot in slots.iter_mut() {
             if self.1 {
@@ -390,7 +387,7 @@ impl ProfileBook {
     /// the capture holds it is copied on write) plus copies of the index and the key sets.
     pub fn capture(&self) -> BookCapture {
         BookCapture {
-            slots: std::sync::Mutex::new(self.slots.clone()),
+            slots: std::cell::RefCell::new(self.slots.clone()),
             index: self.index.clone(),
             cut: self.cut.clone(),
             priority: self.priority.clone(),

@@ -227,8 +227,8 @@ struct Progress {
 }
 
 impl Files {
-    /// The writer thread: formats and appends each queued chunk and makes it readable, then
-    /// syncs once per run of chunks.
+    /// The writer thread: formats and appends each queued chunk and makes it readable; after
+    /// each run of chunks it hands what it wrote to the syncer (or syncs it here, `sync_here`).
     fn write_loop(&self, rx: Receiver<Chunk>, sync_here: bool) {
         let mut text: Vec<u8> = Vec::new();
         let mut at_cache: (i64, String) = (i64::MIN, String::new());

@@ -1268,7 +1268,9 @@ impl Committer {
             .encode(&self.codec)
             .map(|bytes| self.codec.seal(bytes))
             .and_then(|bytes| write_atomic(&self.dir.join("snapshot.bin"), &bytes));
-        self.dedup.install(captured.dedup.fold());
+        // With the capture's view gone, the fold moves the frozen set instead of copying it.
+        drop(captured);
+        self.dedup.fold_here();
         written
     }
 
@@ -1409,14 +1411,15 @@ mod tests {
         };
         let codec = Codec::default();
         let want = capture(&mut dedup);
+        let layout = SnapshotRef {
+            version: SNAPSHOT_VERSION,
+            log_end: want.log_end,
+            book: &want.book,
+            stats: &want.stats,
+            dedup: &want.dedup,
+        };
         let want = codec
-            .serialize(&SnapshotRef {
-                version: SNAPSHOT_VERSION,
-                log_end: want.log_end,
-                book: &want.book,
-                stats: &want.stats,
-                dedup: &want.dedup,
-            })
+            .serialize_with(|ser| layout.serialize(ser))
             .expect("layout");
         let got = capture(&mut dedup);
         assert_eq!(got.book.live(), 2);

@@ -118,22 +118,8 @@ impl Codec {
         }
     }
 
-    /// Serialises `value` for [`Codec::seal`] ([`Codec::serialize_with`] writes the same
-    /// bytes piece by piece).
-    #[cfg(test)]
-    pub(crate) fn serialize<T: Serialize>(&self, value: &T) -> Result<Vec<u8>> {
-        match &self.keyring {
-            None => {
-                let mut out = vec![PLAIN];
-                bincode::serialize_into(&mut out, value).map_err(|e| corrupt(e.to_string()))?;
-                Ok(out)
-            }
-            Some(_) => bincode::serialize(value).map_err(|e| corrupt(e.to_string())),
-        }
-    }
-
-    /// [`Codec::serialize`] of what `write` writes with bincode's serializer (the options of
-    /// `bincode::serialize`, one pass): for values written piece by piece.
+    /// Serialises, for [`Codec::seal`], what `write` writes with bincode's serializer (the
+    /// options of `bincode::serialize`, one pass; a value can be written piece by piece).
     pub(crate) fn serialize_with(
         &self,
         write: impl FnOnce(&mut BincodeWriter<'_>) -> bincode::Result<()>,
@@ -150,7 +136,7 @@ impl Codec {
         Ok(out)
     }
 
-    /// Finishes [`Codec::serialize`]'s output into a payload [`Codec::decode`] reads:
+    /// Finishes [`Codec::serialize_with`]'s output into a payload [`Codec::decode`] reads:
     /// encrypted when a keyring is configured (the same bytes [`Codec::encode`] writes).
     pub(crate) fn seal(&self, serialized: Vec<u8>) -> Vec<u8> {
         match &self.keyring {
