@@ -31,6 +31,10 @@ name: spend_30d
 kind: metric
 refresh: realtime
 value: sum(properties.revenue, event = "Order Completed", within 30d)
+---
+name: gold_viewer
+refresh: realtime
+rule: traits.level = "gold" and count(event = "Product Viewed", within 7d) >= 1
 "#;
 
 fn iso(ms: i64) -> String {
@@ -159,7 +163,7 @@ fn realtime_tags_update_per_event_and_with_time_and_survive_kill_9() {
     let r = s.admin_post("/api/v1/tags?publish=true", TAGS);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let status = s.admin_get("/api/v1/realtime").json();
-    assert_eq!(status["tags"].as_array().map(Vec::len), Some(3), "{status}");
+    assert_eq!(status["tags"].as_array().map(Vec::len), Some(4), "{status}");
 
     // Three views: high intent at once, visible in the profile and the stream.
     let now = now_ms();
@@ -183,6 +187,16 @@ fn realtime_tags_update_per_event_and_with_time_and_survive_kill_9() {
     let p = s.admin_get(&format!("/api/v1/profiles/{id}")).json();
     assert_eq!(p["tags"]["high_intent"], true, "{p}");
     assert_eq!(p["tags"]["views_7d"], 3, "{p}");
+    assert_eq!(p["tags"]["gold_viewer"], false, "{p}");
+
+    // A rule on a trait and events: the identify that sets the trait turns it on.
+    let gold = json!({"type": "identify", "userId": "u1", "messageId": "u1-gold",
+                      "traits": {"level": "gold", "city": "上海"}, "timestamp": iso(now_ms())});
+    send(&s, vec![gold]);
+    let gold = wait_for(&s, start, "gold_viewer on", |c| {
+        c["name"] == "gold_viewer" && c["new"] == true && c["profile"] == id
+    });
+    assert_eq!(gold["cause"]["message_id"], "u1-gold", "{gold}");
 
     // The engine measures its own visibility lag per event; a reset starts a new window.
     let v = s.admin_get("/api/v1/realtime").json()["visibility"].clone();

@@ -86,9 +86,23 @@ impl Profile {
     /// The traits as tag rules and audiences read them: each trait's JSON value, and the
     /// consent decisions as `consent.<channel>.<purpose>` ([`crate::consent::overlay`]).
     pub fn tag_traits(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.tag_traits_where(|_| true)
+    }
+
+    /// [`Profile::tag_traits`] restricted to the top-level keys in `keys` (what a set of rules
+    /// reads): the other traits are not parsed.
+    pub fn tag_traits_of(&self, keys: &[String]) -> serde_json::Map<String, serde_json::Value> {
+        self.tag_traits_where(|k| keys.iter().any(|w| w == k))
+    }
+
+    fn tag_traits_where(
+        &self,
+        keep: impl Fn(&str) -> bool,
+    ) -> serde_json::Map<String, serde_json::Value> {
         let mut traits: serde_json::Map<String, serde_json::Value> = self
             .traits
             .iter()
+            .filter(|(k, _)| keep(k))
             .map(|(k, v)| {
                 (
                     k.clone(),
@@ -96,12 +110,14 @@ impl Profile {
                 )
             })
             .collect();
-        crate::consent::overlay(
-            &mut traits,
-            self.consent
-                .iter()
-                .map(|(k, r)| (k.as_str(), r.state.as_str())),
-        );
+        if keep("consent") {
+            crate::consent::overlay(
+                &mut traits,
+                self.consent
+                    .iter()
+                    .map(|(k, r)| (k.as_str(), r.state.as_str())),
+            );
+        }
         traits
     }
 }
@@ -1391,5 +1407,43 @@ mod tests {
         assert_eq!(outs_seq, outs_par);
         assert_eq!(state(&seq), state(&win));
         assert_eq!(state(&seq), state(&par));
+    }
+
+    #[test]
+    fn traits_of_some_keys_are_the_full_traits_restricted_to_them() {
+        let mut p = Profile::default();
+        for (k, v) in [
+            ("city", r#""上海""#),
+            ("level", r#""gold""#),
+            ("phone", "bad json"),
+        ] {
+            let t = TraitValue {
+                value: v.into(),
+                source: 1,
+                updated_at: 0,
+            };
+            p.traits.insert(k.into(), t);
+        }
+        let record = crate::consent::ConsentRecord {
+            state: crate::consent::ConsentState::Granted,
+            source: 1,
+            at: 0,
+            message_id: "m1".into(),
+        };
+        p.consent.insert("sms/marketing".into(), record);
+        let full = p.tag_traits();
+        for keys in [
+            vec![],
+            vec!["city"],
+            vec!["consent", "level"],
+            vec!["phone", "absent"],
+        ] {
+            let keys: Vec<String> = keys.into_iter().map(String::from).collect();
+            let mut want = full.clone();
+            want.retain(|k, _| keys.contains(k));
+            assert_eq!(p.tag_traits_of(&keys), want, "{keys:?}");
+        }
+        assert_eq!(full["consent"]["sms"]["marketing"], "granted");
+        assert_eq!(full["phone"], serde_json::Value::Null);
     }
 }

@@ -12,6 +12,10 @@ use std::time::Instant;
 
 use portrait_realtime::{Config, Event, Realtime};
 
+/// The `portrait` binary's allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TAGS: &str = include_str!("../../../bench/realtime/tags20.yaml");
 const EVENTS: [&str; 4] = [
     "Product Viewed",
@@ -88,7 +92,7 @@ fn main() {
             touches_traits: i % 10 == 0,
         };
         rt.apply(p, &[], &ev, now, &traits);
-        if i % 4096 == 0 {
+        if i % 128 == 0 {
             rt.take_changes();
         }
     }

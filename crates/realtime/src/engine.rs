@@ -5,7 +5,7 @@
 //! [`Realtime::take_changes`]. The service ([`crate::service`]) drives it from the ingest
 //! path and a timer, persists it and publishes its changes.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono_tz::Tz;
@@ -18,6 +18,7 @@ use portrait_tags::ir::{
 use portrait_tags::value::Value;
 use serde::{Deserialize, Serialize};
 
+use crate::input::{self, StrMap, StrSet};
 use crate::state::{next_local_midnight, Entry, SlotSpec, SlotState};
 
 /// A JSON object (traits, properties).
@@ -170,14 +171,70 @@ pub struct Audience {
     pub expr: Expr,
 }
 
+/// A set of small indexes (slots, tags) of fixed capacity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn with_capacity(n: usize) -> Self {
+        Bits(vec![0; n.div_ceil(64)])
+    }
+
+    fn of(items: &[usize], n: usize) -> Self {
+        let mut b = Bits::with_capacity(n);
+        for &i in items {
+            b.insert(i);
+        }
+        b
+    }
+
+    fn insert(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    fn meets(&self, other: &Bits) -> bool {
+        self.0.iter().zip(&other.0).any(|(a, b)| a & b != 0)
+    }
+
+    fn clear(&mut self) {
+        self.0.fill(0);
+    }
+}
+
 /// What each tag and audience reads (derived once from the plan).
 #[derive(Debug, Clone, Default)]
 struct Reads {
     slots: Vec<usize>,
     tags: Vec<usize>,
+    /// `slots` and `tags` as sets (filled by [`Reads::index`]).
+    slot_set: Bits,
+    tag_set: Bits,
     traits: bool,
+    /// The top-level traits it reads.
+    trait_keys: Vec<String>,
     /// Arguments of the step functions (`days_since` …) it reads.
     steps: Vec<(Func, Expr)>,
+}
+
+impl Reads {
+    fn index(mut self, slots: usize, tags: usize) -> Self {
+        self.slot_set = Bits::of(&self.slots, slots);
+        self.tag_set = Bits::of(&self.tags, tags);
+        self
+    }
+
+    /// Whether a change of `slots`, `tags` (or the traits) reaches what this reads.
+    fn sees(&self, slots: &Bits, tags: &Bits, traits_changed: bool) -> bool {
+        (traits_changed && self.traits) || self.slot_set.meets(slots) || self.tag_set.meets(tags)
+    }
+}
+
+/// Buffers `settle` reuses from one call to the next.
+#[derive(Debug, Default)]
+struct Scratch {
+    slots: Bits,
+    tags: Bits,
+    out: Vec<(Kind, usize, Value, Value)>,
 }
 
 fn reads_of(e: &Expr, first_seen: usize) -> Reads {
@@ -185,7 +242,10 @@ fn reads_of(e: &Expr, first_seen: usize) -> Reads {
     e.walk(&mut |x| match x {
         Expr::Agg(i) => r.slots.push(*i),
         Expr::Tag(i) => r.tags.push(*i),
-        Expr::Trait { .. } => r.traits = true,
+        Expr::Trait { path, .. } => {
+            r.traits = true;
+            r.trait_keys.extend(path.first().cloned());
+        }
         Expr::Profile(ProfileField::FirstSeen) => r.slots.push(first_seen),
         Expr::Profile(ProfileField::LastSeen) => r.slots.push(first_seen + 1),
         Expr::Call(f @ (Func::DaysSince | Func::HoursSince | Func::CalendarDaysSince), args) => {
@@ -210,6 +270,7 @@ fn merge_reads(a: &mut Reads, b: Reads) {
     a.tags.sort_unstable();
     a.tags.dedup();
     a.traits |= b.traits;
+    a.trait_keys.extend(b.trait_keys);
     a.steps.extend(b.steps);
 }
 
@@ -237,9 +298,17 @@ fn required_names(filter: &Expr) -> Option<Vec<String>> {
     }
 }
 
-fn reads_properties(e: &Expr) -> bool {
+/// The top-level properties `e` reads, added to `keys`; whether it reads any.
+fn read_properties(e: &Expr, keys: &mut Vec<String>) -> bool {
     let mut found = false;
-    e.walk(&mut |x| found |= matches!(x, Expr::Property { .. }));
+    e.walk(&mut |x| {
+        if let Expr::Property { path, .. } = x {
+            found = true;
+            if let Some(first) = path.first().filter(|k| !keys.contains(k)) {
+                keys.push(first.clone());
+            }
+        }
+    });
     found
 }
 
@@ -251,9 +320,13 @@ struct Shape {
     /// Slot filters and arguments (none for the two profile fields).
     exprs: Vec<(Option<Expr>, Option<Expr>)>,
     props: Vec<bool>,
+    /// The top-level properties any slot reads (the only ones parsed).
+    prop_keys: Vec<String>,
+    /// The top-level traits any tag or audience reads (the only ones fetched).
+    trait_keys: Vec<String>,
     /// Slots whose filter is only a test of the event name (decided by the name index).
     name_only: Vec<bool>,
-    by_name: HashMap<String, Vec<usize>>,
+    by_name: StrMap<String, Vec<usize>>,
     any_event: Vec<usize>,
     tag_reads: Vec<Reads>,
     audiences: Vec<Audience>,
@@ -285,9 +358,14 @@ impl Shape {
             });
             exprs.push((None, None));
         }
+        let mut prop_keys = Vec::new();
         let props = exprs
             .iter()
-            .map(|(f, a)| f.iter().chain(a.iter()).any(reads_properties))
+            .map(|(f, a)| {
+                f.iter()
+                    .chain(a.iter())
+                    .fold(false, |any, e| read_properties(e, &mut prop_keys) | any)
+            })
             .collect();
         let name_only = exprs
             .iter()
@@ -308,7 +386,7 @@ impl Shape {
                 _ => false,
             })
             .collect();
-        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_name: StrMap<String, Vec<usize>> = StrMap::default();
         let mut any_event = Vec::new();
         for (i, (f, _)) in exprs.iter().enumerate() {
             match f.as_ref().and_then(required_names) {
@@ -335,8 +413,26 @@ impl Shape {
             }
             r
         };
-        let tag_reads = plan.tags.iter().map(|t| body_reads(&t.body)).collect();
-        let audience_reads = audiences.iter().map(|a| reads_of(&a.expr, n)).collect();
+        let (n_slots, n_tags) = (slots.len(), plan.tags.len());
+        let tag_reads: Vec<Reads> = plan
+            .tags
+            .iter()
+            .map(|t| body_reads(&t.body).index(n_slots, n_tags))
+            .collect();
+        let audience_reads: Vec<Reads> = audiences
+            .iter()
+            .map(|a| reads_of(&a.expr, n).index(n_slots, n_tags))
+            .collect();
+        let mut trait_keys: Vec<String> = Vec::new();
+        for k in tag_reads
+            .iter()
+            .chain(&audience_reads)
+            .flat_map(|r| &r.trait_keys)
+        {
+            if !trait_keys.contains(k) {
+                trait_keys.push(k.clone());
+            }
+        }
         let names = plan
             .tags
             .iter()
@@ -351,6 +447,8 @@ impl Shape {
             slots,
             exprs,
             props,
+            prop_keys,
+            trait_keys,
             name_only,
             by_name,
             any_event,
@@ -469,7 +567,7 @@ impl Row for StateRow<'_> {
 const INTERNED: usize = 1 << 20;
 
 /// `v` with its string shared with equal strings seen before (up to [`INTERNED`] of them).
-fn intern(strings: &mut HashSet<Arc<str>>, v: Value) -> Value {
+fn intern(strings: &mut StrSet<Arc<str>>, v: Value) -> Value {
     let Value::Str(s) = v else { return v };
     if let Some(shared) = strings.get(&s) {
         return Value::Str(shared.clone());
@@ -480,7 +578,7 @@ fn intern(strings: &mut HashSet<Arc<str>>, v: Value) -> Value {
     Value::Str(s)
 }
 
-/// A state to change: moved out when no snapshot holds it, copied when one does.
+/// A state to keep: moved out when no snapshot holds it, copied when one does.
 fn unshare(st: Arc<ProfileState>) -> ProfileState {
     Arc::try_unwrap(st).unwrap_or_else(|shared| (*shared).clone())
 }
@@ -533,7 +631,8 @@ pub struct Realtime {
     counters: Counters,
     changes: Vec<Change>,
     stale: BTreeSet<u32>,
-    strings: HashSet<Arc<str>>,
+    strings: StrSet<Arc<str>>,
+    scratch: Scratch,
 }
 
 /// Everything needed to restore the engine ([`Realtime::export`], [`Realtime::import`]).
@@ -565,8 +664,12 @@ impl Realtime {
             counters: Counters::default(),
             changes: Vec::new(),
             stale: BTreeSet::new(),
-            strings: HashSet::new(),
+            strings: StrSet::default(),
+            scratch: Scratch::default(),
         };
+        let (n_slots, n_tags) = (rt.shape.slots.len(), rt.shape.plan.tags.len());
+        rt.scratch.slots = Bits::with_capacity(n_slots);
+        rt.scratch.tags = Bits::with_capacity(n_tags);
         let empty = ProfileState::default();
         let (values, members) = rt.evaluate_fresh(&empty, None);
         rt.defaults = values;
@@ -633,9 +736,10 @@ impl Realtime {
     ) {
         let now = self.now;
         for id in self.profile_ids() {
-            let Some(mut st) = self.take_state(id) else {
+            let Some(mut shared) = self.take_state(id) else {
                 continue;
             };
+            let st = Arc::make_mut(&mut shared);
             st.values = self.defaults.clone();
             st.members = self.default_members.clone();
             for (kind, name, v) in published(id).unwrap_or_default() {
@@ -658,7 +762,7 @@ impl Realtime {
                 }
             }
             st.due = now;
-            self.put_state(id, st);
+            self.put_state(id, shared);
         }
     }
 
@@ -675,6 +779,11 @@ impl Realtime {
     /// Profiles with state.
     pub fn profiles(&self) -> usize {
         self.profiles.iter().filter(|p| p.is_some()).count()
+    }
+
+    /// The top-level traits the tags and audiences read.
+    pub fn trait_keys(&self) -> &[String] {
+        &self.shape.trait_keys
     }
 
     /// Whether any tag or audience reads traits.
@@ -739,37 +848,45 @@ impl Realtime {
         self.timers.first().map(|(t, _)| *t)
     }
 
-    /// Takes a state out to change it and put it back ([`Realtime::put_state`]); its timer
-    /// stays scheduled meanwhile.
-    fn take_state(&mut self, profile: u32) -> Option<ProfileState> {
-        let st = self.profiles.get_mut(profile as usize)?.take()?;
-        Some(unshare(st))
+    /// Takes a state out to change it in place (`Arc::make_mut`: copied only while a snapshot
+    /// shares it) and put it back ([`Realtime::put_state`]); its timer stays scheduled
+    /// meanwhile.
+    fn take_state(&mut self, profile: u32) -> Option<Arc<ProfileState>> {
+        self.profiles.get_mut(profile as usize)?.take()
     }
 
     /// Takes a state out for good (its timer too).
     fn drop_state(&mut self, profile: u32) -> Option<ProfileState> {
-        let st = self.take_state(profile)?;
+        let st = unshare(self.take_state(profile)?);
         if st.scheduled != i64::MAX {
             self.timers.remove(&(st.scheduled, profile));
         }
         Some(st)
     }
 
-    fn fresh_state(&self) -> ProfileState {
-        ProfileState {
+    /// [`Realtime::take_state`], or a new state for a profile without one.
+    fn take_or_fresh(&mut self, profile: u32) -> Arc<ProfileState> {
+        self.take_state(profile)
+            .unwrap_or_else(|| self.fresh_state())
+    }
+
+    fn fresh_state(&self) -> Arc<ProfileState> {
+        Arc::new(ProfileState {
             values: self.defaults.clone(),
             members: self.default_members.clone(),
             due: i64::MAX,
             scheduled: i64::MAX,
             ..ProfileState::default()
-        }
+        })
     }
 
-    fn put_state(&mut self, profile: u32, mut st: ProfileState) {
+    fn put_state(&mut self, profile: u32, mut shared: Arc<ProfileState>) {
         let i = profile as usize;
         if self.profiles.len() <= i {
             self.profiles.resize_with(i + 1, || None);
         }
+        // Taken out of `profiles`, so held here alone: no copy.
+        let st = Arc::make_mut(&mut shared);
         if st.scheduled != st.due {
             if st.scheduled != i64::MAX {
                 self.timers.remove(&(st.scheduled, profile));
@@ -779,12 +896,12 @@ impl Realtime {
             }
             st.scheduled = st.due;
         }
-        self.profiles[i] = Some(Arc::new(st));
+        self.profiles[i] = Some(shared);
     }
 
-    /// Folds one event into a state; returns the slots it changed (`None` when it is beyond
-    /// the lateness bound and was not applied).
-    fn fold(&mut self, st: &mut ProfileState, ev: &Event<'_>) -> Vec<usize> {
+    /// Folds one event into a state; the slots it changed are marked for the next
+    /// [`Realtime::settle`].
+    fn fold(&mut self, st: &mut ProfileState, ev: &Event<'_>) {
         let shape = &self.shape;
         let tz = shape.plan.time_zone;
         let mut props: Option<JsonMap> = None;
@@ -793,13 +910,10 @@ impl Realtime {
             .name
             .and_then(|n| shape.by_name.get(n))
             .map_or(&[][..], Vec::as_slice);
-        let mut changed = Vec::new();
+        let mut changed = 0;
         for &i in named.iter().chain(&shape.any_event) {
             if shape.props[i] && props.is_none() {
-                props = Some(match serde_json::from_str(ev.properties) {
-                    Ok(serde_json::Value::Object(m)) => m,
-                    _ => JsonMap::new(),
-                });
+                props = Some(input::properties(ev.properties, &shape.prop_keys));
             }
             let row = EventRow {
                 name: ev.name,
@@ -830,11 +944,11 @@ impl Realtime {
                 continue;
             }
             if spec.push(st.slot_mut(i, spec), entry) {
-                changed.push(i);
+                self.scratch.slots.insert(i);
+                changed += 1;
             }
         }
-        self.counters.updates += changed.len() as u64;
-        changed
+        self.counters.updates += changed;
     }
 
     /// Applies one stored event of `profile` after merging `merged` into it (the identity
@@ -858,36 +972,35 @@ impl Realtime {
             self.stale.insert(profile);
             return;
         }
-        let mut st = self
-            .take_state(profile)
-            .unwrap_or_else(|| self.fresh_state());
-        let slots = self.fold(&mut st, ev);
+        let mut shared = self.take_or_fresh(profile);
+        let st = Arc::make_mut(&mut shared);
+        self.fold(st, ev);
         let cause = Cause::Event {
             offset: ev.offset,
             message_id: Arc::from(ev.message_id),
         };
         self.settle(
             profile,
-            &mut st,
-            &slots,
+            st,
             ev.touches_traits,
             false,
             Some(ev.ts),
             cause,
             traits,
         );
-        self.put_state(profile, st);
+        self.put_state(profile, shared);
     }
 
     /// Applies an event to the state only (no evaluation, no change): recovery replays the log
     /// this way and settles once at the end with [`Realtime::settle_all`].
     pub fn replay(&mut self, profile: u32, ev: &Event<'_>) {
-        let mut st = self
-            .take_state(profile)
-            .unwrap_or_else(|| self.fresh_state());
-        self.fold(&mut st, ev);
+        let mut shared = self.take_or_fresh(profile);
+        let st = Arc::make_mut(&mut shared);
+        self.fold(st, ev);
+        // Settled later, all at once (`settle_all`): nothing to carry to the next settle.
+        self.scratch.slots.clear();
         st.due = self.now;
-        self.put_state(profile, st);
+        self.put_state(profile, shared);
     }
 
     /// Re-evaluates every tag of the profiles whose timers are due at `now` (all profiles
@@ -900,19 +1013,15 @@ impl Realtime {
             }
             self.timers.pop_first();
             self.counters.timers += 1;
-            let Some(mut st) = self
-                .profiles
-                .get_mut(p as usize)
-                .and_then(Option::take)
-                .map(unshare)
-            else {
+            let Some(mut shared) = self.take_state(p) else {
                 continue;
             };
+            let st = Arc::make_mut(&mut shared);
             // Its timer entry was just popped.
             st.scheduled = i64::MAX;
             st.due = i64::MAX;
-            self.settle(p, &mut st, &[], false, true, None, Cause::Timer, traits);
-            self.put_state(p, st);
+            self.settle(p, st, false, true, None, Cause::Timer, traits);
+            self.put_state(p, shared);
         }
     }
 
@@ -925,12 +1034,13 @@ impl Realtime {
             .map(|(_, p)| *p)
             .collect();
         for p in due {
-            let Some(mut st) = self.take_state(p) else {
+            let Some(mut shared) = self.take_state(p) else {
                 continue;
             };
+            let st = Arc::make_mut(&mut shared);
             st.due = i64::MAX;
-            self.settle(p, &mut st, &[], false, true, None, cause.clone(), traits);
-            self.put_state(p, st);
+            self.settle(p, st, false, true, None, cause.clone(), traits);
+            self.put_state(p, shared);
         }
     }
 
@@ -949,17 +1059,16 @@ impl Realtime {
             into: survivor,
         };
         self.emit_departure(retired, &old, cause.clone());
-        let mut st = self
-            .take_state(survivor)
-            .unwrap_or_else(|| self.fresh_state());
+        let mut shared = self.take_or_fresh(survivor);
+        let st = Arc::make_mut(&mut shared);
         for (i, s) in old.slots {
             let spec = &self.shape.slots[i as usize];
             let spec = spec.clone();
             spec.merge(st.slot_mut(i as usize, &spec), s);
         }
         st.pending.extend(old.pending);
-        self.settle(survivor, &mut st, &[], true, true, None, cause, traits);
-        self.put_state(survivor, st);
+        self.settle(survivor, st, true, true, None, cause, traits);
+        self.put_state(survivor, shared);
     }
 
     fn emit_departure(&mut self, profile: u32, st: &ProfileState, cause: Cause) {
@@ -1009,35 +1118,25 @@ impl Realtime {
     ) {
         self.tick(now);
         self.stale.remove(&profile);
-        let mut st = self
-            .take_state(profile)
-            .unwrap_or_else(|| self.fresh_state());
+        let mut shared = self.take_or_fresh(profile);
+        let st = Arc::make_mut(&mut shared);
         st.slots.clear();
         st.pending.clear();
         for ev in events {
-            self.fold(&mut st, &ev);
+            self.fold(st, &ev);
         }
-        self.settle(
-            profile,
-            &mut st,
-            &[],
-            true,
-            true,
-            None,
-            Cause::Rebuild,
-            traits,
-        );
-        self.put_state(profile, st);
+        self.settle(profile, st, true, true, None, Cause::Rebuild, traits);
+        self.put_state(profile, shared);
     }
 
-    /// Applies due pending events, prunes, re-evaluates the tags that read changed inputs (all
-    /// when `all`), emits changes and schedules the next timer.
+    /// Applies due pending events, prunes, re-evaluates the tags that read changed inputs (the
+    /// slots [`Realtime::fold`] changed since the last call; all when `all`), emits changes and
+    /// schedules the next timer.
     #[allow(clippy::too_many_arguments)]
     fn settle(
         &mut self,
         profile: u32,
         st: &mut ProfileState,
-        slots: &[usize],
         traits_changed: bool,
         all: bool,
         event_time: Option<i64>,
@@ -1048,14 +1147,15 @@ impl Realtime {
         let tz = self.shape.plan.time_zone;
         // A timer that fell due before this call: everything is re-evaluated.
         let all = all || st.due <= now;
-        let mut slots = slots.to_vec();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let slots = &mut scratch.slots;
         if !st.pending.is_empty() {
             let pending = std::mem::take(&mut st.pending);
             for (i, e) in pending {
                 if e.ts <= now {
                     let spec = &self.shape.slots[i as usize];
                     spec.push(st.slot_mut(i as usize, spec), e);
-                    slots.push(i as usize);
+                    slots.insert(i as usize);
                 } else {
                     st.pending.push((i, e));
                 }
@@ -1066,8 +1166,8 @@ impl Realtime {
         }
         let shape = &self.shape;
         let n_tags = shape.plan.tags.len();
-        let mut dirty = vec![all; n_tags];
-        let mut changed_tags = vec![false; n_tags];
+        let changed_tags = &mut scratch.tags;
+        let out = &mut scratch.out;
         // The profile's traits, read once and only if something evaluated reads them.
         let mut fetched: Option<Option<JsonMap>> = None;
         let fetch = |reads: &Reads, fetched: &mut Option<Option<JsonMap>>| {
@@ -1077,15 +1177,9 @@ impl Realtime {
         };
         let mut values = std::mem::take(&mut st.values);
         values.resize(n_tags, Value::Null);
-        let mut out = Vec::new();
         for t in 0..n_tags {
             let r = &shape.tag_reads[t];
-            if !dirty[t] {
-                dirty[t] = (traits_changed && r.traits)
-                    || r.slots.iter().any(|s| slots.contains(s))
-                    || r.tags.iter().any(|d| changed_tags[*d]);
-            }
-            if !dirty[t] {
+            if !all && !r.sees(slots, changed_tags, traits_changed) {
                 continue;
             }
             self.counters.evaluations += 1;
@@ -1096,9 +1190,10 @@ impl Realtime {
                 t,
                 &StateRow::new(shape, st, traits_ref, &values, now),
             );
-            let v = intern(&mut self.strings, v);
             if !same(&v, &values[t]) {
-                changed_tags[t] = true;
+                // Kept: its string shared with equal ones.
+                let v = intern(&mut self.strings, v);
+                changed_tags.insert(t);
                 out.push((
                     Kind::Tag,
                     t,
@@ -1111,11 +1206,7 @@ impl Realtime {
         members.resize(shape.audiences.len(), false);
         for (a, aud) in shape.audiences.iter().enumerate() {
             let r = &shape.audience_reads[a];
-            let go = all
-                || (traits_changed && r.traits)
-                || r.slots.iter().any(|s| slots.contains(s))
-                || r.tags.iter().any(|d| changed_tags[*d]);
-            if !go {
+            if !all && !r.sees(slots, changed_tags, traits_changed) {
                 continue;
             }
             self.counters.evaluations += 1;
@@ -1160,9 +1251,12 @@ impl Realtime {
         st.values = values;
         st.members = members;
         st.due = due;
-        for (kind, i, old, new) in out {
+        scratch.slots.clear();
+        scratch.tags.clear();
+        for (kind, i, old, new) in scratch.out.drain(..) {
             self.push_change(profile, kind, i, old, new, event_time, cause.clone());
         }
+        self.scratch = scratch;
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1230,15 +1324,14 @@ impl Realtime {
                 .position(|n| n.as_ref() == name),
         };
         let Some(i) = idx else { return };
-        let mut st = self
-            .take_state(profile)
-            .unwrap_or_else(|| self.fresh_state());
+        let mut shared = self.take_or_fresh(profile);
+        let st = Arc::make_mut(&mut shared);
         match kind {
             Kind::Tag => st.values[i] = value,
             Kind::Audience => st.members[i] = value.truthy(),
         }
         st.due = st.due.min(self.now);
-        self.put_state(profile, st);
+        self.put_state(profile, shared);
     }
 
     /// The engine's state for a snapshot.
@@ -1263,9 +1356,8 @@ impl Realtime {
         self.now = self.now.max(saved.now);
         self.counters = saved.counters;
         self.stale = saved.stale.into_iter().collect();
-        for (id, st) in saved.profiles {
-            let mut st = Arc::unwrap_or_clone(st);
-            st.scheduled = i64::MAX;
+        for (id, mut st) in saved.profiles {
+            Arc::make_mut(&mut st).scheduled = i64::MAX;
             self.put_state(id, st);
         }
     }

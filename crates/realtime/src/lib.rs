@@ -29,6 +29,7 @@
 
 pub mod changes;
 pub mod engine;
+mod input;
 pub mod lag;
 pub mod service;
 pub mod state;

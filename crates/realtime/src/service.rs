@@ -176,8 +176,13 @@ pub struct Service {
     worker: Mutex<Option<JoinHandle<()>>>,
 }
 
-fn traits_reader(store: &Engine) -> impl Fn(u32) -> Option<JsonMap> + '_ {
-    move |id| store.state().book.get(id).map(|p| p.tag_traits())
+/// Reads a profile's traits for `rt`: only the ones its tags and audiences read.
+fn traits_reader<'s>(
+    store: &'s Engine,
+    rt: &Realtime,
+) -> impl Fn(u32) -> Option<JsonMap> + use<'s> {
+    let keys = rt.trait_keys().to_vec();
+    move |id| store.state().book.get(id).map(|p| p.tag_traits_of(&keys))
 }
 
 fn source_name(store: &Engine, m: &Message) -> String {
@@ -483,7 +488,7 @@ fn recover(
             rt.import(s.saved);
         }
     }
-    let traits = traits_reader(store);
+    let traits = traits_reader(store, &rt);
     // States of profiles merged or erased since the snapshot.
     if resume {
         let ids = rt.profile_ids();
@@ -683,7 +688,7 @@ impl Worker {
     /// stream's writer (which makes them readable and records their visibility lag).
     fn apply(&mut self, group: Vec<Applied>, handed: std::time::Instant) {
         let store = self.store.clone();
-        let traits = traits_reader(&store);
+        let traits = traits_reader(&store, &self.rt.read());
         let now = portrait_core::time::now();
         let sources = source_names(&store, &group);
         for (slice, names) in group.chunks(SLICE).zip(sources.chunks(SLICE)) {
@@ -707,7 +712,7 @@ impl Worker {
 
     fn advance(&mut self) {
         let store = self.store.clone();
-        let traits = traits_reader(&store);
+        let traits = traits_reader(&store, &self.rt.read());
         let now = portrait_core::time::now();
         let due = self.rt.read().next_due().is_some_and(|t| t <= now);
         if due {
@@ -718,7 +723,7 @@ impl Worker {
 
     fn rebuild(&mut self, ids: &[u32]) {
         let store = self.store.clone();
-        let traits = traits_reader(&store);
+        let traits = traits_reader(&store, &self.rt.read());
         let now = portrait_core::time::now();
         for &id in ids {
             let live = store.state().book.resolve(id) == Some(id);
@@ -741,10 +746,10 @@ impl Worker {
 
     fn reload(&mut self, plan: Plan, audiences: Vec<Audience>) {
         let store = self.store.clone();
-        let traits = traits_reader(&store);
         let now = portrait_core::time::now();
         let config = self.rt.read().config();
         let mut fresh = Realtime::new(plan, audiences, config, now);
+        let traits = traits_reader(&store, &fresh);
         let old = self.rt.read().published_by_name();
         let mut last = None;
         let scanned = store.scan_from(0, |offset, m| {
