@@ -69,8 +69,10 @@ $B/portrait-loadgen --addr 127.0.0.1:$PORT --write-key bench-write-key --events 
   --probes "$PROBES" --token bench 2>&1 | grep -v '^building'
 rt | python3 -c "
 import json,sys
-v=json.load(sys.stdin)['visibility']
-print(f'server-side visibility lag (store hand-over -> change readable), every event of the phase: events={v[\"events\"]} p50_ms={v[\"p50_ms\"]} p99_ms={v[\"p99_ms\"]} p999_ms={v[\"p999_ms\"]} max_ms={v[\"max_ms\"]}')
+s=json.load(sys.stdin)
+for key, what in (('visibility', 'change readable'), ('applied', 'values in the profile API')):
+    v=s[key]
+    print(f'server-side visibility lag (store hand-over -> {what}), every event of the phase: events={v[\"events\"]} p50_ms={v[\"p50_ms\"]} p99_ms={v[\"p99_ms\"]} p999_ms={v[\"p999_ms\"]} max_ms={v[\"max_ms\"]}')
 "
 SEED=$((SEED + 1))
 done

@@ -24,6 +24,8 @@ const EVENTS: [&str; 4] = [
     "Product Favorited",
 ];
 const CATEGORIES: [&str; 3] = ["护肤", "彩妆", "母婴"];
+/// Events the server's worker applies between two hand-overs to the change stream.
+const SLICE: u64 = 128;
 
 fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -75,11 +77,18 @@ fn main() {
     let before = rss_kb();
     let mut rt = engine(now);
     let started = Instant::now();
+    let person = |i: u64| match mode {
+        "memory" => (i / n) as u32,
+        _ => (i.wrapping_mul(2_654_435_761) % u64::from(profiles)) as u32,
+    };
     for i in 0..events {
-        let p = match mode {
-            "memory" => (i / n) as u32,
-            _ => (i.wrapping_mul(2_654_435_761) % u64::from(profiles)) as u32,
-        };
+        // As the server's worker does: a slice of 128 events at a time, their states read
+        // through first, their changes taken after.
+        if i % SLICE == 0 {
+            rt.take_changes();
+            rt.warm((i..(i + SLICE).min(events)).map(person));
+        }
+        let p = person(i);
         let id = format!("m{i}");
         let ev = Event {
             offset: i,
@@ -92,9 +101,6 @@ fn main() {
             touches_traits: i % 10 == 0,
         };
         rt.apply(p, &[], &ev, now, &traits);
-        if i % 128 == 0 {
-            rt.take_changes();
-        }
     }
     let secs = started.elapsed().as_secs_f64();
     let c = rt.counters();

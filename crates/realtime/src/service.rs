@@ -163,6 +163,9 @@ pub struct Status {
     /// group's hand-over by the store (just before its acknowledgements) to its changes being
     /// readable, per event.
     pub visibility: LagSummary,
+    /// The same from the hand-over to the events' values being visible in the profile API
+    /// (the engine has applied them), per event: `visibility` less the change stream's part.
+    pub applied: LagSummary,
 }
 
 /// The running service.
@@ -173,6 +176,7 @@ pub struct Service {
     tx: Sender<Msg>,
     queued: Arc<AtomicU64>,
     lag: Arc<Mutex<Lag>>,
+    applied: Arc<Mutex<Lag>>,
     worker: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -284,6 +288,8 @@ struct Worker {
     writing: Option<JoinHandle<Result<(), ServiceError>>>,
     /// Visibility lag of the groups applied.
     lag: Arc<Mutex<Lag>>,
+    /// Lag until the groups' values are visible in the profile API.
+    applied: Arc<Mutex<Lag>>,
 }
 
 impl Service {
@@ -325,6 +331,7 @@ impl Service {
         );
         let rt = Arc::new(RwLock::new(rt));
         let lag = Arc::new(Mutex::new(Lag::default()));
+        let applied = Arc::new(Mutex::new(Lag::default()));
         changes.record_lag_in(lag.clone());
         let mut worker = Worker {
             store: store.clone(),
@@ -338,6 +345,7 @@ impl Service {
             expired_seen: store.expired_since_open(),
             writing: None,
             lag: lag.clone(),
+            applied: applied.clone(),
         };
         worker.publish();
         let handle = std::thread::Builder::new()
@@ -354,6 +362,7 @@ impl Service {
             tx,
             queued,
             lag,
+            applied,
             worker: Mutex::new(Some(handle)),
         });
         Ok(service)
@@ -392,12 +401,15 @@ impl Service {
             queued: self.queued.load(Ordering::Relaxed),
             lateness_ms: rt_lateness(&rt),
             visibility: self.lag.lock().summary(),
+            applied: self.applied.lock().summary(),
         }
     }
 
-    /// Starts a new visibility-lag window; returns the summary of the one it ends.
-    pub fn reset_visibility(&self) -> LagSummary {
-        std::mem::take(&mut *self.lag.lock()).summary()
+    /// Starts a new visibility-lag window; returns the summaries of the one it ends (change
+    /// stream, profile API).
+    pub fn reset_visibility(&self) -> (LagSummary, LagSummary) {
+        let applied = std::mem::take(&mut *self.applied.lock()).summary();
+        (std::mem::take(&mut *self.lag.lock()).summary(), applied)
     }
 
     fn call<T>(&self, make: impl FnOnce(SyncSender<T>) -> Msg) -> Result<T, ServiceError> {
@@ -695,6 +707,7 @@ impl Worker {
             let mut applied = 0u64;
             {
                 let mut rt = self.rt.write();
+                rt.warm(slice.iter().map(|a| a.profile));
                 for (a, source) in slice.iter().zip(names) {
                     if self.last_offset.is_some_and(|last| a.offset <= last) {
                         continue; // replayed by the recovery already
@@ -790,6 +803,12 @@ impl Worker {
     /// given: the stream's writer records their visibility lag when the changes are readable;
     /// events that changed nothing are visible (to the profile API) now.
     fn stage_for(&mut self, events: Option<(std::time::Instant, u64)>) {
+        if let Some((handed, n)) = events {
+            // Applied: the profile API reads these values from now on.
+            self.applied
+                .lock()
+                .record(handed.elapsed().as_micros() as u64, n);
+        }
         let changes = self.rt.write().take_changes();
         if changes.is_empty() {
             if let Some((handed, n)) = events {

@@ -298,7 +298,8 @@ pub async fn status(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError
 /// load test or after a deploy) and returns the summary of the window it ends.
 pub async fn reset_visibility(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
     let live = live(&app)?;
-    Ok(Json(json!({ "ended": live.service.reset_visibility() })))
+    let (readable, applied) = live.service.reset_visibility();
+    Ok(Json(json!({ "ended": readable, "ended_applied": applied })))
 }
 
 impl From<WebhookError> for ApiError {

@@ -590,7 +590,7 @@ pub static ROUTES: &[Route] = &[
         query: &[("since", "cursor; 0 = the oldest retained change"), ("limit", "default 1000, at most 10000"), ("wait", "ms to wait for a change when there is none (at most 60000)"), ("names", "only these tag or audience names, comma-separated"), ("kind", "only tag or audience changes")],
         body: None, ok: 200, handler: |m| on(m, realtime::changes) },
     Route { method: Method::Get, path: "/api/v1/realtime", role: Role::Analyst, data: Data::Aggregates,
-        summary: "The real-time engine: tags and audiences maintained, counters, stream cursors, visibility lag (store hand-over → change readable, per event: p50/p99/p999)", hidden_params: &[], query: &[],
+        summary: "The real-time engine: tags and audiences maintained, counters, stream cursors, visibility lag per event (store hand-over → change readable, and → values in the profile API: p50/p99/p999)", hidden_params: &[], query: &[],
         body: None, ok: 200, handler: |m| on(m, realtime::status) },
     Route { method: Method::Post, path: "/api/v1/realtime/visibility/reset", role: Role::Operator, data: Data::Aggregates,
         summary: "Start a new visibility-lag window; returns the summary of the one it ends", hidden_params: &[], query: &[],
