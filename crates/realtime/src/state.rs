@@ -229,6 +229,23 @@ impl SlotSpec {
                 match self.func {
                     AggFunc::Count => Value::Num(inside.len() as f64),
                     AggFunc::Sum => Value::Num(inside.iter().filter_map(|e| e.arg.as_num()).sum()),
+                    AggFunc::CountDistinct | AggFunc::MostFrequent => {
+                        // The bag of an all-time state, by reference (no copy of the values).
+                        let mut bag: Vec<(&Value, u64)> = Vec::new();
+                        for e in inside.iter().filter(|e| self.takes(&e.arg)) {
+                            match bag
+                                .iter_mut()
+                                .find(|(v, _)| compare_values(v, &e.arg) == Some(Ordering::Equal))
+                            {
+                                Some((_, n)) => *n += 1,
+                                None => bag.push((&e.arg, 1)),
+                            }
+                        }
+                        match self.func {
+                            AggFunc::CountDistinct => Value::Num(bag.len() as f64),
+                            _ => most_frequent(bag.into_iter()),
+                        }
+                    }
                     _ => {
                         let mut fold = self.empty_fold();
                         for e in inside {
@@ -383,4 +400,83 @@ pub fn next_local_midnight(now: i64, tz: Tz) -> i64 {
 /// A string value shared cheaply.
 pub fn str_value(s: &str) -> Value {
     Value::Str(Arc::from(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic sequences over a few values (ties and repeats included).
+    fn sequences(values: &[Value]) -> Vec<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut x: u64 = 7;
+        for len in 0..12 {
+            for _ in 0..20 {
+                let seq = (0..len)
+                    .map(|_| {
+                        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        values[(x >> 33) as usize % values.len()].clone()
+                    })
+                    .collect();
+                out.push(seq);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_window_holding_every_event_folds_them_as_the_all_time_state() {
+        let tz = chrono_tz::Asia::Shanghai;
+        let strings = [
+            str_value("美妆"),
+            str_value("护肤"),
+            str_value("母婴"),
+            Value::Null,
+        ];
+        let numbers = [
+            Value::Num(1.5),
+            Value::Num(2.0),
+            Value::Num(-3.0),
+            Value::Null,
+        ];
+        let cases = [
+            (AggFunc::CountDistinct, &strings),
+            (AggFunc::MostFrequent, &strings),
+            (AggFunc::Min, &strings),
+            (AggFunc::Max, &numbers),
+            (AggFunc::First, &strings),
+            (AggFunc::Last, &numbers),
+            (AggFunc::Avg, &numbers),
+            (AggFunc::Sum, &numbers),
+            (AggFunc::Count, &numbers),
+        ];
+        for (func, values) in cases {
+            let all = SlotSpec {
+                func,
+                window: Window::All,
+            };
+            let window = SlotSpec {
+                func,
+                window: Window::Rolling { ms: 1_000_000 },
+            };
+            for seq in sequences(values) {
+                let (mut a, mut w) = (all.empty(), window.empty());
+                for (k, arg) in seq.iter().enumerate() {
+                    let e = Entry {
+                        ts: 1_000 + k as i64,
+                        offset: k as u64,
+                        arg: arg.clone(),
+                    };
+                    all.push(&mut a, e.clone());
+                    window.push(&mut w, e);
+                }
+                let now = 2_000;
+                assert_eq!(
+                    window.value(&w, now, tz),
+                    all.value(&a, now, tz),
+                    "{func:?} over {seq:?}"
+                );
+            }
+        }
+    }
 }

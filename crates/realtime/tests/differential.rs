@@ -56,6 +56,11 @@ kind: metric
 refresh: realtime
 value: most_frequent(properties.category)
 ---
+name: favourite_4d
+kind: metric
+refresh: realtime
+value: most_frequent(properties.category, within 4d)
+---
 name: first_cat
 kind: metric
 refresh: realtime
