@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -308,13 +308,37 @@ impl Keyring {
 
     /// Encrypts with the active data key: `key id | nonce | ciphertext+tag`.
     pub fn encrypt_into(&self, plain: &[u8], out: &mut Vec<u8>) {
+        let written: std::result::Result<(), std::convert::Infallible> =
+            self.encrypt_with(out, |buf| {
+                buf.extend_from_slice(plain);
+                Ok(())
+            });
+        let Ok(()) = written;
+    }
+
+    /// [`Keyring::encrypt_into`] of what `write` appends to `out`: the plaintext is written in
+    /// place and encrypted where it lies (no copy of it, no buffer of its own).
+    pub fn encrypt_with<E>(
+        &self,
+        out: &mut Vec<u8>,
+        write: impl FnOnce(&mut Vec<u8>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
         let active = *self.active.read();
         let keys = self.keys.read();
         let Some((aead, _, _)) = keys.get(&active) else {
-            return;
+            return Ok(());
         };
         out.extend_from_slice(&active.to_le_bytes());
-        out.extend(seal(aead, plain));
+        let nonce: [u8; 12] = rand::random();
+        out.extend_from_slice(&nonce);
+        let start = out.len();
+        write(out)?;
+        // Encryption with a valid key and nonce cannot fail for in-memory buffers.
+        match aead.encrypt_in_place_detached(Nonce::from_slice(&nonce), b"", &mut out[start..]) {
+            Ok(tag) => out.extend_from_slice(&tag),
+            Err(_) => out.truncate(start),
+        }
+        Ok(())
     }
 
     /// Decrypts `key id | nonce | ciphertext+tag`.

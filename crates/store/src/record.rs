@@ -110,10 +110,10 @@ impl Codec {
                 bincode::serialize_into(&mut *out, value).map_err(|e| corrupt(e.to_string()))
             }
             Some(ring) => {
-                let plain = bincode::serialize(value).map_err(|e| corrupt(e.to_string()))?;
                 out.push(ENCRYPTED);
-                ring.encrypt_into(&plain, out);
-                Ok(())
+                ring.encrypt_with(out, |buf| {
+                    bincode::serialize_into(buf, value).map_err(|e| corrupt(e.to_string()))
+                })
             }
         }
     }

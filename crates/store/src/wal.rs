@@ -244,25 +244,22 @@ impl Wal {
         }
         let at = self.end();
         let crc = crc32fast::hash(payload);
-        let path = segment_path(&self.dir, self.active_base);
         let w = &mut self.active;
+        // The segment's path is built only for an error (not per record).
         w.write_all(&len.to_le_bytes())
-            .map_err(StoreError::io(&path))?;
-        w.write_all(&crc.to_le_bytes())
-            .map_err(StoreError::io(&path))?;
-        w.write_all(payload).map_err(StoreError::io(&path))?;
+            .and_then(|()| w.write_all(&crc.to_le_bytes()))
+            .and_then(|()| w.write_all(payload))
+            .map_err(|e| StoreError::io(segment_path(&self.dir, self.active_base))(e))?;
         self.active_len += HEADER + len as u64;
         Ok(at)
     }
 
     /// Flushes buffered records and makes them durable.
     pub fn sync(&mut self) -> Result<()> {
-        let path = segment_path(&self.dir, self.active_base);
-        self.active.flush().map_err(StoreError::io(&path))?;
         self.active
-            .get_ref()
-            .sync_data()
-            .map_err(StoreError::io(&path))
+            .flush()
+            .and_then(|()| self.active.get_ref().sync_data())
+            .map_err(|e| StoreError::io(segment_path(&self.dir, self.active_base))(e))
     }
 
     fn roll(&mut self) -> Result<()> {
