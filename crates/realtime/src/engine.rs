@@ -237,6 +237,16 @@ struct Scratch {
     out: Vec<(Kind, usize, Value, Value)>,
 }
 
+impl Scratch {
+    fn new(shape: &Shape) -> Self {
+        Scratch {
+            slots: Bits::with_capacity(shape.slots.len()),
+            tags: Bits::with_capacity(shape.plan.tags.len()),
+            out: Vec::new(),
+        }
+    }
+}
+
 fn reads_of(e: &Expr, first_seen: usize) -> Reads {
     let mut r = Reads::default();
     e.walk(&mut |x| match x {
@@ -323,7 +333,7 @@ struct Shape {
     /// The top-level properties any slot reads (the only ones parsed).
     prop_keys: Vec<String>,
     /// The top-level traits any tag or audience reads (the only ones fetched).
-    trait_keys: Vec<String>,
+    trait_keys: Arc<[String]>,
     /// Slots whose filter is only a test of the event name (decided by the name index).
     name_only: Vec<bool>,
     by_name: StrMap<String, Vec<usize>>,
@@ -448,7 +458,7 @@ impl Shape {
             exprs,
             props,
             prop_keys,
-            trait_keys,
+            trait_keys: trait_keys.into(),
             name_only,
             by_name,
             any_event,
@@ -653,6 +663,7 @@ impl Realtime {
     /// audiences, with its clock at `now`.
     pub fn new(plan: Plan, audiences: Vec<Audience>, config: Config, now: i64) -> Self {
         let shape = Shape::new(plan, audiences);
+        let scratch = Scratch::new(&shape);
         let mut rt = Realtime {
             defaults: Vec::new(),
             default_members: Vec::new(),
@@ -665,11 +676,8 @@ impl Realtime {
             changes: Vec::new(),
             stale: BTreeSet::new(),
             strings: StrSet::default(),
-            scratch: Scratch::default(),
+            scratch,
         };
-        let (n_slots, n_tags) = (rt.shape.slots.len(), rt.shape.plan.tags.len());
-        rt.scratch.slots = Bits::with_capacity(n_slots);
-        rt.scratch.tags = Bits::with_capacity(n_tags);
         let empty = ProfileState::default();
         let (values, members) = rt.evaluate_fresh(&empty, None);
         rt.defaults = values;
@@ -781,9 +789,9 @@ impl Realtime {
         self.profiles.iter().filter(|p| p.is_some()).count()
     }
 
-    /// The top-level traits the tags and audiences read.
-    pub fn trait_keys(&self) -> &[String] {
-        &self.shape.trait_keys
+    /// The top-level traits the tags and audiences read (shared, for a trait reader to keep).
+    pub fn trait_keys(&self) -> Arc<[String]> {
+        self.shape.trait_keys.clone()
     }
 
     /// Whether any tag or audience reads traits.
@@ -837,16 +845,12 @@ impl Realtime {
     /// time while each is applied. Returns a value of no meaning (keeps the reads).
     pub fn warm(&self, profiles: impl Iterator<Item = u32>) -> u64 {
         const LINE: usize = 64;
-        let slot_step = (LINE / std::mem::size_of::<(u16, SlotState)>()).max(1);
         let value_step = (LINE / std::mem::size_of::<Value>()).max(1);
         let mut sum = 0u64;
         for p in profiles {
             let Some(st) = self.state(p) else { continue };
-            for (k, _) in st.slots.iter().step_by(slot_step) {
-                sum = sum.wrapping_add(u64::from(*k));
-            }
-            // Windowed slots keep their events in a buffer of their own: its newest end is
-            // where the event goes.
+            // Every slot (so every line of the slot list), and for windowed slots the newest
+            // end of their own event buffer, where the event goes.
             for (_, slot) in &st.slots {
                 sum = sum.wrapping_add(match slot {
                     SlotState::Times(v) => v.last().map_or(0, |e| e.1),

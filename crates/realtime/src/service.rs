@@ -185,7 +185,7 @@ fn traits_reader<'s>(
     store: &'s Engine,
     rt: &Realtime,
 ) -> impl Fn(u32) -> Option<JsonMap> + use<'s> {
-    let keys = rt.trait_keys().to_vec();
+    let keys = rt.trait_keys();
     move |id| store.state().book.get(id).map(|p| p.tag_traits_of(&keys))
 }
 
@@ -724,11 +724,11 @@ impl Worker {
     }
 
     fn advance(&mut self) {
-        let store = self.store.clone();
-        let traits = traits_reader(&store, &self.rt.read());
         let now = portrait_core::time::now();
         let due = self.rt.read().next_due().is_some_and(|t| t <= now);
         if due {
+            let store = self.store.clone();
+            let traits = traits_reader(&store, &self.rt.read());
             self.rt.write().advance(now, &traits);
             self.dirty = true;
         }
@@ -803,18 +803,16 @@ impl Worker {
     /// given: the stream's writer records their visibility lag when the changes are readable;
     /// events that changed nothing are visible (to the profile API) now.
     fn stage_for(&mut self, events: Option<(std::time::Instant, u64)>) {
-        if let Some((handed, n)) = events {
-            // Applied: the profile API reads these values from now on.
-            self.applied
-                .lock()
-                .record(handed.elapsed().as_micros() as u64, n);
+        // Applied: the profile API reads these values from now on.
+        let applied = events.map(|(handed, n)| (handed.elapsed().as_micros() as u64, n));
+        if let Some((us, n)) = applied {
+            self.applied.lock().record(us, n);
         }
         let changes = self.rt.write().take_changes();
         if changes.is_empty() {
-            if let Some((handed, n)) = events {
-                self.lag
-                    .lock()
-                    .record(handed.elapsed().as_micros() as u64, n);
+            // Nothing to make readable: visible in the stream's sense as well.
+            if let Some((us, n)) = applied {
+                self.lag.lock().record(us, n);
             }
             return;
         }

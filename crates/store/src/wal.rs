@@ -345,18 +345,19 @@ impl LogReader {
             path: self.dir.clone(),
             reason: format!("offset {offset} is before the log"),
         })?;
-        let path = segment_path(&self.dir, base);
+        // The segment's path is built only for an error (not per read).
+        let path = || segment_path(&self.dir, base);
         let file = self.file(base)?;
         let mut header = [0u8; HEADER as usize];
         file.read_exact_at(&mut header, offset - base)
-            .map_err(StoreError::io(&path))?;
+            .map_err(|e| StoreError::io(path())(e))?;
         let (len, crc) = decode_header(&header);
         let mut payload = vec![0u8; len as usize];
         file.read_exact_at(&mut payload, offset - base + HEADER)
-            .map_err(StoreError::io(&path))?;
+            .map_err(|e| StoreError::io(path())(e))?;
         if len > MAX_RECORD || crc32fast::hash(&payload) != crc {
             return Err(StoreError::Corrupt {
-                path,
+                path: path(),
                 reason: format!("bad record at {offset}"),
             });
         }
