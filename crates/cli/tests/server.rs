@@ -133,6 +133,12 @@ fn bad_input_gets_a_clear_4xx_and_nothing_is_half_written() {
          json!({"batch": [ok, {"type": "identify", "userId": "b", "timestamp": "next tuesday"}]}).to_string(), 400, Some((1, "timestamp"))),
         ("blocked identifier only",
          json!({"batch": [{"type": "identify", "userId": "undefined"}]}).to_string(), 400, Some((0, "userId"))),
+        ("message not an object",
+         json!({"batch": [ok, [ok]]}).to_string(), 400, Some((1, ""))),
+        ("batch context not an object",
+         json!({"batch": [ok], "context": ["traits"]}).to_string(), 400, None),
+        ("context traits not an object",
+         json!({"batch": [ok], "context": {"traits": "vip"}}).to_string(), 400, Some((0, "context.traits"))),
         ("unknown type",
          json!({"batch": [{"type": "shout", "userId": "b"}]}).to_string(), 400, Some((0, "type"))),
         ("oversized message",
@@ -157,6 +163,25 @@ fn bad_input_gets_a_clear_4xx_and_nothing_is_half_written() {
             assert_eq!(j["index"], index, "{what}: {j}");
             assert_eq!(j["field"], field, "{what}: {j}");
         }
+    }
+    assert_eq!(events(&server), 0, "a refused request stored something");
+
+    for (what, body) in [
+        ("malformed JSON", &br#"{"userId":"a","event":"#[..]),
+        (
+            "invalid UTF-8",
+            &b"{\"userId\":\"\xff\",\"event\":\"E\"}"[..],
+        ),
+        ("not an object", &b"[1]"[..]),
+    ] {
+        let auth = common::basic(KEY);
+        let r = server.request("POST", "/v1/track", &[("Authorization", &auth)], body);
+        assert_eq!(
+            r.status,
+            400,
+            "{what}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
     }
     assert_eq!(events(&server), 0, "a refused request stored something");
 

@@ -20,6 +20,9 @@ use crate::time::Millis;
 /// The event name that carries consent decisions.
 pub const CONSENT_EVENT: &str = "Consent Updated";
 
+/// The trait that carries consent decisions (`{channel: {purpose: state}}`).
+pub const CONSENT_TRAIT: &str = "consent";
+
 /// Channels consent is given for.
 pub const CHANNELS: &[&str] = &["sms", "wechat_template", "app_push", "call", "email"];
 
@@ -176,7 +179,7 @@ pub fn updates(
             None => one(properties, "properties", &mut out)?,
         }
     }
-    match traits.get("consent") {
+    match traits.get(CONSENT_TRAIT) {
         None | Some(Value::Null) => {}
         Some(Value::Object(channels)) => {
             for (channel, purposes) in channels {

@@ -3,8 +3,8 @@
 //! crates and feed it values.
 //!
 //! The pipeline inside this crate:
-//! 1. [`segment::parse_message`] turns one Segment JSON message into a validated [`Message`],
-//!    extracting and normalising its identifiers through an [`IdentityConfig`].
+//! 1. [`segment::parse_message_text`] turns one Segment JSON message into a validated
+//!    [`Message`] (reading only the fields it needs, see [`json`]), extracting and normalising its identifiers through an [`IdentityConfig`].
 //! 2. [`ProfileBook::apply`] resolves the message's identifiers to one profile (creating or
 //!    merging profiles under per-type limits) and folds the message into that profile.
 //!    [`ProfileBook::apply_batch`] does the same for a run of messages (a group commit, a
@@ -13,6 +13,7 @@
 pub mod consent;
 pub mod hash;
 pub mod identity;
+pub mod json;
 pub mod message;
 pub mod profile;
 pub mod segment;

@@ -127,12 +127,12 @@ pub struct Message {
 impl Message {
     /// The traits as a JSON object (empty when the stored text is not an object).
     pub fn traits_map(&self) -> serde_json::Map<String, serde_json::Value> {
-        json_object(&self.traits)
+        crate::json::object(&self.traits)
     }
 
     /// The properties as a JSON object.
     pub fn properties_map(&self) -> serde_json::Map<String, serde_json::Value> {
-        json_object(&self.properties)
+        crate::json::object(&self.properties)
     }
 
     /// The message as Segment-shaped JSON, as shown in a profile's timeline.
@@ -170,18 +170,11 @@ impl Message {
         }
         out.insert("traits".into(), self.traits_map().into());
         out.insert("properties".into(), self.properties_map().into());
-        out.insert("context".into(), json_object(&self.context).into());
+        out.insert("context".into(), crate::json::object(&self.context).into());
         out.insert(
             "identifiers".into(),
             serde_json::to_value(&self.identifiers).unwrap_or_default(),
         );
         serde_json::Value::Object(out)
-    }
-}
-
-fn json_object(text: &str) -> serde_json::Map<String, serde_json::Value> {
-    match serde_json::from_str(text) {
-        Ok(serde_json::Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
     }
 }

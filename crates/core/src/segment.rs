@@ -12,9 +12,13 @@
 //! trait keys each identifier type lists. Blocked or malformed values are dropped and reported
 //! in [`Parsed::dropped`]; a message left with no identifier at all is refused.
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 use crate::identity::IdentityConfig;
+use crate::json::{self, Kind};
 use crate::message::{Message, MessageKind, SourceId};
 use crate::time::{parse_iso, Millis};
 
@@ -46,8 +50,8 @@ pub struct Envelope<'a> {
     pub received_at: Millis,
     /// Batch-level `sentAt`, if any.
     pub sent_at: Option<Millis>,
-    /// Batch-level `context`, merged under each message's own.
-    pub context: Option<&'a Map<String, Value>>,
+    /// Batch-level `context` (a JSON object's text), merged under each message's own.
+    pub context: Option<&'a str>,
     /// Kind implied by the endpoint (`/v1/track`), used when the message has no `type`.
     pub kind: Option<MessageKind>,
 }
@@ -61,40 +65,140 @@ pub struct Parsed {
     pub dropped: Vec<(String, String, &'static str)>,
 }
 
-/// Parses and validates one message.
+/// The top-level fields a message is read from; others (`integrations`, `channel`, …) are
+/// skipped.
+const FIELDS: [&str; 16] = [
+    "type",
+    "userId",
+    "anonymousId",
+    "previousId",
+    "groupId",
+    "event",
+    "name",
+    "category",
+    "messageId",
+    "sentAt",
+    "originalTimestamp",
+    "timestamp",
+    "writeKey",
+    "properties",
+    "traits",
+    "context",
+];
+
+/// Index of a field in [`FIELDS`].
+#[derive(Debug, Clone, Copy)]
+enum F {
+    Type,
+    UserId,
+    AnonymousId,
+    PreviousId,
+    GroupId,
+    Event,
+    Name,
+    Category,
+    MessageId,
+    SentAt,
+    OriginalTimestamp,
+    Timestamp,
+    WriteKey,
+    Properties,
+    Traits,
+    Context,
+}
+
+/// A message's top-level fields, borrowed from its JSON text: the first, cheap step of
+/// parsing, enough to read the write key before the request is authenticated.
+#[derive(Debug, Clone)]
+pub struct RawMessage<'a> {
+    text: &'a str,
+    /// `None` when the text is JSON but not an object.
+    fields: Option<Vec<Option<&'a RawValue>>>,
+}
+
+impl<'a> RawMessage<'a> {
+    /// Reads a message's top-level fields; an error only when the text is not valid JSON.
+    pub fn parse(text: &'a str) -> Result<Self, serde_json::Error> {
+        Ok(RawMessage {
+            text,
+            fields: json::pick(text, &FIELDS)?,
+        })
+    }
+
+    /// The `writeKey` field, when it is a string.
+    pub fn write_key(&self) -> Option<Cow<'a, str>> {
+        self.get(F::WriteKey).and_then(json::string)
+    }
+
+    fn get(&self, f: F) -> Option<&'a RawValue> {
+        self.fields.as_ref().and_then(|v| v[f as usize])
+    }
+
+    /// The field's value unless absent or `null`.
+    fn present(&self, f: F) -> Option<&'a RawValue> {
+        self.get(f).filter(|v| Kind::of(v) != Kind::Null)
+    }
+}
+
+/// Parses and validates one message held as a [`Value`] (the same rules as
+/// [`parse_message_text`], which the ingest API runs on the request's text).
 pub fn parse_message(
     value: &Value,
     env: &Envelope<'_>,
     config: &IdentityConfig,
 ) -> Result<Parsed, FieldError> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| FieldError::new("", "message must be a JSON object"))?;
-    let kind = match obj.get("type") {
-        Some(Value::String(t)) => MessageKind::parse(t)
-            .ok_or_else(|| FieldError::new("type", format!("unknown message type `{t}`")))?,
-        Some(_) => return Err(FieldError::new("type", "must be a string")),
+    parse_message_text(&value.to_string(), env, config)
+}
+
+/// Parses and validates one message from its JSON text.
+pub fn parse_message_text(
+    text: &str,
+    env: &Envelope<'_>,
+    config: &IdentityConfig,
+) -> Result<Parsed, FieldError> {
+    let raw =
+        RawMessage::parse(text).map_err(|e| FieldError::new("", format!("not valid JSON: {e}")))?;
+    parse_raw_message(&raw, env, config)
+}
+
+/// Validates a message whose top-level fields were read with [`RawMessage::parse`] and builds
+/// it: identifiers extracted and normalised, event time corrected for clock skew, `traits`,
+/// `properties` and `context` stored as compact JSON text.
+pub fn parse_raw_message(
+    top: &RawMessage<'_>,
+    env: &Envelope<'_>,
+    config: &IdentityConfig,
+) -> Result<Parsed, FieldError> {
+    if top.fields.is_none() {
+        return Err(FieldError::new("", "message must be a JSON object"));
+    }
+    let kind = match top.get(F::Type) {
+        Some(t) => {
+            let t = json::string(t).ok_or_else(|| FieldError::new("type", "must be a string"))?;
+            MessageKind::parse(&t)
+                .ok_or_else(|| FieldError::new("type", format!("unknown message type `{t}`")))?
+        }
         None => env
             .kind
             .ok_or_else(|| FieldError::new("type", "is required in a batch"))?,
     };
-    let user_id = id_field(obj, "userId")?;
-    let anonymous_id = id_field(obj, "anonymousId")?;
+    let user_id = id_field(top, F::UserId)?;
+    let anonymous_id = id_field(top, F::AnonymousId)?;
     if user_id.is_none() && anonymous_id.is_none() {
         return Err(FieldError::new(
             "userId",
             "userId or anonymousId is required",
         ));
     }
-    let previous_id = id_field(obj, "previousId")?;
-    let group_id = id_field(obj, "groupId")?;
+    let previous_id = id_field(top, F::PreviousId)?;
+    let group_id = id_field(top, F::GroupId)?;
     let event = match kind {
         MessageKind::Track => Some(
-            string_field(obj, "event")?
+            string_field(top, F::Event)?
                 .filter(|e| !e.trim().is_empty())
                 .ok_or_else(|| FieldError::new("event", "is required for track"))?,
         ),
-        MessageKind::Page | MessageKind::Screen => string_field(obj, "name")?,
+        MessageKind::Page | MessageKind::Screen => string_field(top, F::Name)?,
         _ => None,
     };
     match kind {
@@ -110,64 +214,65 @@ pub fn parse_message(
         _ => {}
     }
 
-    // Borrow where nothing needs merging; most messages have no batch-level context.
-    let empty = Map::new();
-    let own_context = object_field(obj, "context")?;
-    let merged_context;
-    let context: &Map<String, Value> = match (env.context, own_context) {
-        (Some(batch), Some(own)) => {
-            let mut m = batch.clone();
-            m.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
-            merged_context = m;
-            &merged_context
-        }
-        (Some(only), None) | (None, Some(only)) => only,
-        (None, None) => &empty,
-    };
-    let context_traits = match context.get("traits") {
-        Some(Value::Object(t)) => Some(t),
-        Some(Value::Null) | None => None,
+    // Objects stay text; they are parsed into maps only to be merged (rare).
+    let context = merged(env.context, object_field(top, F::Context)?);
+    let [context_traits, device, external] = picked(&context, ["traits", "device", "externalIds"]);
+    let context_traits = match context_traits {
+        Some(t) if Kind::of(t) == Kind::Object => Some(t.get()),
+        Some(t) if Kind::of(t) == Kind::Null => None,
+        None => None,
         Some(_) => return Err(FieldError::new("context.traits", "must be an object")),
     };
     // A group call's `traits` describe the group, not the person: they are kept as the event's
     // properties, and only `context.traits` reach the profile.
-    let own_traits = object_field(obj, "traits")?.filter(|_| kind != MessageKind::Group);
-    let merged_traits;
-    let traits: &Map<String, Value> = match (context_traits, own_traits) {
-        (Some(ctx), Some(own)) => {
-            let mut m = ctx.clone();
-            m.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
-            merged_traits = m;
-            &merged_traits
-        }
-        (Some(only), None) | (None, Some(only)) => only,
-        (None, None) => &empty,
-    };
-    let mut properties = object_field(obj, "properties")?.unwrap_or(&empty);
-    let extended_properties;
+    let own_traits = object_field(top, F::Traits)?.filter(|_| kind != MessageKind::Group);
+    let traits = merged(context_traits, own_traits);
+    let mut properties = Cow::Borrowed(object_field(top, F::Properties)?.unwrap_or("{}"));
     let extra: Option<(&str, Value)> = match kind {
-        MessageKind::Group => object_field(obj, "traits")?
-            .filter(|t| !t.is_empty())
-            .map(|t| ("group_traits", Value::Object(t.clone()))),
+        MessageKind::Group => object_field(top, F::Traits)?
+            .filter(|t| !json::is_empty_object(t))
+            .map(|t| ("group_traits", Value::Object(json::object(t)))),
         MessageKind::Page | MessageKind::Screen => {
-            string_field(obj, "category")?.map(|c| ("category", Value::String(c)))
+            string_field(top, F::Category)?.map(|c| ("category", Value::String(c)))
         }
         _ => None,
     };
-    if let Some((k, v)) = extra.filter(|(k, _)| !properties.contains_key(*k)) {
-        let mut m = properties.clone();
-        m.insert(k.to_string(), v);
-        extended_properties = m;
-        properties = &extended_properties;
+    if let Some((k, v)) = extra {
+        let [existing] = picked(&properties, [k]);
+        if existing.is_none() {
+            let mut m = json::object(&properties);
+            m.insert(k.to_string(), v);
+            properties = Cow::Owned(Value::Object(m).to_string());
+        }
     }
 
-    crate::consent::updates(kind, event.as_deref(), properties, traits)
+    // Consent: the whole properties of a consent event, and the `consent` trait.
+    let consent_event =
+        kind == MessageKind::Track && event.as_deref() == Some(crate::consent::CONSENT_EVENT);
+    let consent_properties = if consent_event {
+        json::object(&properties)
+    } else {
+        serde_json::Map::new()
+    };
+    let trait_keys = identifier_trait_keys(config);
+    let trait_values = json::pick(&traits, &trait_keys)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    // Values in the order of `identifier_trait_keys`: consent first, then per type.
+    let mut trait_values = trait_values.into_iter().chain(std::iter::repeat(None));
+    let mut consent_traits = serde_json::Map::new();
+    if let Some(c) = trait_values.next().flatten() {
+        let c = serde_json::from_str(c.get()).unwrap_or(Value::Null);
+        consent_traits.insert(crate::consent::CONSENT_TRAIT.into(), c);
+    }
+    crate::consent::updates(kind, event.as_deref(), &consent_properties, &consent_traits)
         .map_err(|(field, reason)| FieldError::new(&field, reason))?;
 
     let received_at = env.received_at;
-    let sent_at = time_field(obj, "sentAt")?.or(env.sent_at);
-    let original_timestamp = time_field(obj, "originalTimestamp")?;
-    let explicit = time_field(obj, "timestamp")?;
+    let sent_at = time_field(top, F::SentAt)?.or(env.sent_at);
+    let original_timestamp = time_field(top, F::OriginalTimestamp)?;
+    let explicit = time_field(top, F::Timestamp)?;
     let timestamp = match (original_timestamp, sent_at, explicit) {
         (Some(orig), Some(sent), _) => received_at - (sent - orig),
         (Some(orig), None, _) => orig,
@@ -175,14 +280,24 @@ pub fn parse_message(
         (None, _, None) => received_at,
     };
 
-    let message_id = match obj.get("messageId") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        None | Some(Value::Null) => format!(
-            "h-{:032x}",
-            xxhash_rust::xxh3::xxh3_128(value.to_string().as_bytes())
-        ),
-        Some(_) => return Err(FieldError::new("messageId", "must be a string")),
+    let message_id = match top.present(F::MessageId) {
+        Some(v) => match Kind::of(v) {
+            Kind::String => json::string(v)
+                .filter(|s| !s.trim().is_empty())
+                .map(Cow::into_owned),
+            Kind::Number => json::scalar_text(v),
+            _ => None,
+        }
+        .ok_or_else(|| FieldError::new("messageId", "must be a string"))?,
+        // Derived from the content as serde_json writes it, so that the same message sent
+        // twice, however it is spaced, gets the same id.
+        None => {
+            let value: Value = serde_json::from_str(top.text).unwrap_or(Value::Null);
+            format!(
+                "h-{:032x}",
+                xxhash_rust::xxh3::xxh3_128(value.to_string().as_bytes())
+            )
+        }
     };
 
     let mut ids = Vec::new();
@@ -205,17 +320,18 @@ pub fn parse_message(
     if let Some(p) = &previous_id {
         push("anonymous_id", p, None);
     }
-    if let Some(Value::Object(device)) = context.get("device") {
-        if let Some(id) = device.get("id").and_then(scalar_text) {
+    if let Some(device) = device.filter(|d| Kind::of(d) == Kind::Object) {
+        let [id] = picked(device.get(), ["id"]);
+        if let Some(id) = id.and_then(json::scalar_text) {
             push("device_id", &id, None);
         }
     }
-    if let Some(external) = context.get("externalIds") {
-        let Value::Array(items) = external else {
+    if let Some(external) = external {
+        let Ok(Value::Array(items)) = serde_json::from_str::<Value>(external.get()) else {
             return Err(FieldError::new("context.externalIds", "must be an array"));
         };
         for (i, item) in items.iter().enumerate() {
-            let id = item.get("id").and_then(scalar_text);
+            let id = item.get("id").and_then(value_scalar_text);
             let kind = item.get("type").and_then(Value::as_str);
             let (Some(id), Some(kind)) = (id, kind) else {
                 return Err(FieldError::new(
@@ -234,13 +350,12 @@ pub fn parse_message(
         }
     }
     for t in &config.types {
-        let scope = t
-            .scope_trait
-            .as_ref()
-            .and_then(|k| traits.get(k))
-            .and_then(scalar_text);
-        for key in &t.traits {
-            if let Some(raw) = traits.get(key).and_then(scalar_text) {
+        let scope = match t.scope_trait {
+            Some(_) => trait_values.next().flatten().and_then(json::scalar_text),
+            None => None,
+        };
+        for _ in &t.traits {
+            if let Some(raw) = trait_values.next().flatten().and_then(json::scalar_text) {
                 push(&t.name, &raw, scope.as_deref());
             }
         }
@@ -275,23 +390,55 @@ pub fn parse_message(
         received_at,
         sent_at,
         original_timestamp,
-        traits: to_json_text(traits),
-        properties: to_json_text(properties),
-        context: to_json_text(context),
+        traits: json::compact(&traits).into_owned(),
+        properties: json::compact(&properties).into_owned(),
+        context: json::compact(&context).into_owned(),
         identifiers: ids,
     };
     Ok(Parsed { message, dropped })
 }
 
-fn to_json_text(map: &Map<String, Value>) -> String {
-    if map.is_empty() {
-        return "{}".into();
+/// The trait keys consent and identifiers are read from: [`CONSENT_TRAIT`], then per
+/// identifier type its scope trait (if any) and its trait keys, in the order of
+/// `config.types`.
+///
+/// [`CONSENT_TRAIT`]: crate::consent::CONSENT_TRAIT
+fn identifier_trait_keys(config: &IdentityConfig) -> Vec<&str> {
+    let mut keys = vec![crate::consent::CONSENT_TRAIT];
+    for t in &config.types {
+        keys.extend(t.scope_trait.as_deref());
+        keys.extend(t.traits.iter().map(String::as_str));
     }
-    serde_json::to_string(map).unwrap_or_else(|_| "{}".into())
+    keys
+}
+
+/// An object's text with `over`'s entries merged over `under`'s (borrowed when only one is
+/// there; `{}` when neither is).
+fn merged<'a>(under: Option<&'a str>, over: Option<&'a str>) -> Cow<'a, str> {
+    match (under, over) {
+        (Some(under), Some(over)) => {
+            let mut m = json::object(under);
+            m.extend(json::object(over));
+            Cow::Owned(Value::Object(m).to_string())
+        }
+        (Some(only), None) | (None, Some(only)) => Cow::Borrowed(only),
+        (None, None) => Cow::Borrowed("{}"),
+    }
+}
+
+/// The listed entries of an object's text (all `None` when it is not an object).
+fn picked<'a, const N: usize>(text: &'a str, keys: [&str; N]) -> [Option<&'a RawValue>; N] {
+    let mut out = [None; N];
+    if let Ok(Some(values)) = json::pick(text, &keys) {
+        for (slot, v) in out.iter_mut().zip(values) {
+            *slot = v;
+        }
+    }
+    out
 }
 
 /// Text of a string or number value; `None` for other JSON types.
-pub fn scalar_text(v: &Value) -> Option<String> {
+fn value_scalar_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -299,42 +446,46 @@ pub fn scalar_text(v: &Value) -> Option<String> {
     }
 }
 
-fn id_field(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, FieldError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(v @ (Value::String(_) | Value::Number(_))) => Ok(scalar_text(v)),
-        Some(_) => Err(FieldError::new(key, "must be a string or a number")),
+fn field_error(f: F, reason: &str) -> FieldError {
+    FieldError::new(FIELDS[f as usize], reason)
+}
+
+fn id_field(top: &RawMessage<'_>, f: F) -> Result<Option<String>, FieldError> {
+    let Some(v) = top.present(f) else {
+        return Ok(None);
+    };
+    match Kind::of(v) {
+        Kind::String | Kind::Number => Ok(json::scalar_text(v).filter(|s| !s.is_empty())),
+        _ => Err(field_error(f, "must be a string or a number")),
     }
 }
 
-fn string_field(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, FieldError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(FieldError::new(key, "must be a string")),
+fn string_field(top: &RawMessage<'_>, f: F) -> Result<Option<String>, FieldError> {
+    top.present(f)
+        .map(|v| {
+            json::string(v)
+                .map(Cow::into_owned)
+                .ok_or_else(|| field_error(f, "must be a string"))
+        })
+        .transpose()
+}
+
+fn object_field<'a>(top: &RawMessage<'a>, f: F) -> Result<Option<&'a str>, FieldError> {
+    match top.present(f) {
+        None => Ok(None),
+        Some(v) if Kind::of(v) == Kind::Object => Ok(Some(v.get())),
+        Some(_) => Err(field_error(f, "must be an object")),
     }
 }
 
-fn object_field<'a>(
-    obj: &'a Map<String, Value>,
-    key: &str,
-) -> Result<Option<&'a Map<String, Value>>, FieldError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(m)) => Ok(Some(m)),
-        Some(_) => Err(FieldError::new(key, "must be an object")),
-    }
-}
-
-fn time_field(obj: &Map<String, Value>, key: &str) -> Result<Option<Millis>, FieldError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => parse_iso(s)
-            .map(Some)
-            .ok_or_else(|| FieldError::new(key, format!("`{s}` is not an ISO-8601 timestamp"))),
-        Some(_) => Err(FieldError::new(key, "must be an ISO-8601 string")),
-    }
+fn time_field(top: &RawMessage<'_>, f: F) -> Result<Option<Millis>, FieldError> {
+    let Some(v) = top.present(f) else {
+        return Ok(None);
+    };
+    let s = json::string(v).ok_or_else(|| field_error(f, "must be an ISO-8601 string"))?;
+    parse_iso(&s)
+        .map(Some)
+        .ok_or_else(|| field_error(f, &format!("`{s}` is not an ISO-8601 timestamp")))
 }
 
 #[cfg(test)]
@@ -453,5 +604,131 @@ mod tests {
         let a = parse(v.clone()).expect("valid").message.message_id;
         let b = parse(v).expect("valid").message.message_id;
         assert_eq!(a, b);
+    }
+
+    /// JSON text of a value with spaces and newlines between tokens and every non-ASCII
+    /// character and `/` escaped, as some SDKs write it.
+    fn spelt_out(v: &Value, out: &mut String) {
+        match v {
+            Value::String(s) => {
+                out.push('"');
+                for c in s.chars() {
+                    match c {
+                        '"' => out.push_str("\\\""),
+                        '\\' => out.push_str("\\\\"),
+                        c if c == '/' || !c.is_ascii() || c.is_ascii_control() => {
+                            let mut units = [0u16; 2];
+                            for u in c.encode_utf16(&mut units) {
+                                out.push_str(&format!("\\u{u:04x}"));
+                            }
+                        }
+                        c => out.push(c),
+                    }
+                }
+                out.push('"');
+            }
+            Value::Array(items) => {
+                out.push_str("[ ");
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(" ,\n ");
+                    }
+                    spelt_out(item, out);
+                }
+                out.push_str(" ]");
+            }
+            Value::Object(m) => {
+                out.push_str("{\n\t");
+                for (i, (k, item)) in m.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(",\r\n ");
+                    }
+                    spelt_out(&Value::String(k.clone()), out);
+                    out.push_str(" : ");
+                    spelt_out(item, out);
+                }
+                out.push_str("\n}");
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+
+    #[test]
+    fn spacing_and_escapes_do_not_change_the_message() {
+        let batch_context = r#"{"library": {"name": "analytics-node"}, "locale": "zh-CN"}"#;
+        let messages = [
+            json!({"type": "track", "event": "Order Completed", "userId": 42, "messageId": 7,
+                   "properties": {"revenue": 458.5, "coupon": "双十一", "url": "https://a.cn/x"},
+                   "context": {"device": {"id": "d-7f3a"}, "traits": {"email": "Li@Example.cn", "城市": "上海"},
+                               "externalIds": [{"id": "oY2", "type": "wechat_openid", "collection": "wxB"}],
+                               "locale": "en-US"},
+                   "traits": {"phone": "13800001234", "wechat_openid": "oX1", "wechat_appid": "wxA"},
+                   "originalTimestamp": "2026-11-29T08:00:00.120Z", "sentAt": "2026-11-29T08:00:00.250Z",
+                   "integrations": {"All": true}}),
+            json!({"type": "identify", "anonymousId": "匿名-1", "traits": {"consent": {"sms": {"marketing": "granted"}}}}),
+            json!({"type": "track", "event": "Consent Updated", "userId": "u",
+                   "properties": {"channel": "sms", "purpose": "marketing", "state": "denied"}}),
+            json!({"type": "group", "userId": "alice", "groupId": "acme", "traits": {"name": "Acme 公司"}}),
+            json!({"type": "page", "userId": "a", "name": "结算", "category": "Shop", "properties": {"path": "/pay"}}),
+            json!({"type": "alias", "userId": "u2", "previousId": "anon/9", "timestamp": "2026-01-01T00:00:00+08:00"}),
+        ];
+        let config = IdentityConfig::default();
+        for (i, v) in messages.iter().enumerate() {
+            let mut spaced = String::new();
+            spelt_out(v, &mut spaced);
+            let env = Envelope {
+                context: Some(batch_context),
+                ..env()
+            };
+            let compact = parse_message_text(&v.to_string(), &env, &config).expect("valid");
+            let spaced = parse_message_text(&spaced, &env, &config).expect("valid");
+            assert_eq!(spaced.message, compact.message, "message {i}");
+            assert_eq!(spaced.dropped, compact.dropped, "message {i}");
+            let m = &compact.message;
+            for text in [&m.traits, &m.properties, &m.context] {
+                let parsed: Value = serde_json::from_str(text).expect("stored text is JSON");
+                assert_eq!(text, &parsed.to_string(), "message {i}: stored compactly");
+            }
+            let context = json::object(&m.context);
+            assert_eq!(context["library"]["name"], "analytics-node", "message {i}");
+        }
+        let order = parse_message_text(&messages[0].to_string(), &env(), &config)
+            .expect("valid")
+            .message;
+        assert_eq!(order.message_id, "7");
+        assert_eq!(order.user_id.as_deref(), Some("42"));
+        assert_eq!(
+            order.traits_map()["城市"],
+            "上海",
+            "context traits merge under own"
+        );
+        assert_eq!(order.traits_map()["phone"], "13800001234");
+        assert_eq!(json::object(&order.context)["locale"], "en-US");
+        let ids: Vec<String> = order.identifiers.iter().map(ToString::to_string).collect();
+        assert!(ids.contains(&"device_id:d-7f3a".to_string()), "{ids:?}");
+        assert!(ids.contains(&"email:li@example.cn".to_string()), "{ids:?}");
+        assert!(
+            ids.contains(&"wechat_openid:wxB:oY2".to_string()),
+            "{ids:?}"
+        );
+    }
+
+    #[test]
+    fn text_that_is_not_an_object_is_refused() {
+        let config = IdentityConfig::default();
+        let err = |text: &str| parse_message_text(text, &env(), &config).expect_err("refused");
+        assert_eq!(err("[1]").reason, "message must be a JSON object");
+        assert!(err(r#"{"type": "track""#)
+            .reason
+            .starts_with("not valid JSON"));
+        assert!(err(r#"{"type": "track"} {}"#)
+            .reason
+            .starts_with("not valid JSON"));
+        let e = err(r#"{"type": "identify", "userId": "u", "context": {"traits": 5}}"#);
+        assert_eq!(e.field, "context.traits");
+        let e = err(r#"{"type": "identify", "userId": "u", "context": {"externalIds": null}}"#);
+        assert_eq!(e.field, "context.externalIds");
+        let e = err(r#"{"type": "identify", "userId": "u", "messageId": " "}"#);
+        assert_eq!(e.field, "messageId");
     }
 }

@@ -5,10 +5,7 @@
 //! property and SipHash for every name and interned string were a tenth of its time.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::hash::{BuildHasher, Hasher};
-
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 use crate::engine::JsonMap;
 
@@ -55,69 +52,15 @@ pub type StrMap<K, V> = HashMap<K, V, StrBuild>;
 /// others are skipped without being built. Text that is not a JSON object gives an empty map,
 /// as a full parse would; a key given twice keeps its last value.
 pub fn properties(text: &str, keys: &[String]) -> JsonMap {
-    let mut de = serde_json::Deserializer::from_str(text);
-    match Wanted(keys).deserialize(&mut de) {
-        Ok(map) if de.end().is_ok() => map,
-        _ => JsonMap::new(),
-    }
-}
-
-/// Deserialises an object keeping only the entries whose key is listed.
-struct Wanted<'k>(&'k [String]);
-
-impl<'de> DeserializeSeed<'de> for Wanted<'_> {
-    type Value = JsonMap;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<JsonMap, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Wanted<'_> {
-    type Value = JsonMap;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object of event properties")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonMap, A::Error> {
-        let mut out = JsonMap::new();
-        while let Some(key) = map.next_key_seed(Key(self.0))? {
-            match key {
-                Some(i) => {
-                    let v: serde_json::Value = map.next_value()?;
-                    out.insert(self.0[i].clone(), v);
-                }
-                None => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+    let mut out = JsonMap::new();
+    if let Ok(Some(values)) = portrait_core::json::pick(text, keys) {
+        for (key, raw) in keys.iter().zip(values) {
+            if let Some(v) = raw.and_then(|raw| serde_json::from_str(raw.get()).ok()) {
+                out.insert(key.clone(), v);
             }
         }
-        Ok(out)
     }
-}
-
-/// A key: which of the listed keys it is, if any (unescaped keys are not copied).
-struct Key<'k>(&'k [String]);
-
-impl<'de> DeserializeSeed<'de> for Key<'_> {
-    type Value = Option<usize>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Key<'_> {
-    type Value = Option<usize>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a property name")
-    }
-
-    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Option<usize>, E> {
-        Ok(self.0.iter().position(|k| k == s))
-    }
+    out
 }
 
 #[cfg(test)]

@@ -15,11 +15,12 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::Json;
 use base64::Engine as _;
-use portrait_core::segment::{parse_message, Envelope};
+use portrait_core::json::Kind;
+use portrait_core::segment::{parse_raw_message, Envelope, RawMessage};
 use portrait_core::{time, Message, MessageKind};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::App;
@@ -46,8 +47,8 @@ impl Default for Limits {
 struct BatchBody<'a> {
     #[serde(borrow)]
     batch: Vec<&'a RawValue>,
-    #[serde(default)]
-    context: Option<Map<String, Value>>,
+    #[serde(default, borrow)]
+    context: Option<&'a RawValue>,
     #[serde(default, rename = "sentAt")]
     sent_at: Option<Value>,
     #[serde(default, rename = "writeKey")]
@@ -116,11 +117,17 @@ pub async fn batch(
         })?),
         _ => None,
     };
+    let context = match parsed.context {
+        Some(c) if Kind::of(c) == Kind::Object => Some(c.get()),
+        Some(c) if Kind::of(c) == Kind::Null => None,
+        None => None,
+        Some(_) => return Err(ApiError::BadRequest("context must be an object".into())),
+    };
     let env = Envelope {
         source,
         received_at: time::now(),
         sent_at,
-        context: parsed.context.as_ref(),
+        context,
         kind: None,
     };
     let mut messages = Vec::with_capacity(parsed.batch.len());
@@ -135,8 +142,8 @@ pub async fn batch(
                 index: Some(index),
             });
         }
-        let value: Value = serde_json::from_str(raw.get()).map_err(json_error)?;
-        messages.push(parse_one(&app, &value, &env, index)?);
+        let message = RawMessage::parse(raw.get()).map_err(json_error)?;
+        messages.push(parse_one(&app, &message, &env, index)?);
     }
     commit(&app, messages).await
 }
@@ -151,16 +158,17 @@ pub async fn single(
     let kind = MessageKind::parse(&kind)
         .ok_or_else(|| ApiError::NotFound(format!("no endpoint /v1/{kind}")))?;
     let bytes = read_body(&headers, body, app.limits.message_bytes).await?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(json_error)?;
-    let body_key = value.get("writeKey").and_then(Value::as_str);
-    let source = authenticate(&app, &headers, body_key)?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| ApiError::InvalidJson(format!("body is not valid UTF-8: {e}")))?;
+    let message = RawMessage::parse(text).map_err(json_error)?;
+    let source = authenticate(&app, &headers, message.write_key().as_deref())?;
     let env = Envelope {
         source,
         received_at: time::now(),
         kind: Some(kind),
         ..Default::default()
     };
-    let message = parse_one(&app, &value, &env, 0)?;
+    let message = parse_one(&app, &message, &env, 0)?;
     commit(&app, vec![message]).await
 }
 
@@ -181,11 +189,11 @@ fn authenticate(app: &App, headers: &HeaderMap, body_key: Option<&str>) -> Resul
 
 fn parse_one(
     app: &App,
-    value: &Value,
+    message: &RawMessage<'_>,
     env: &Envelope<'_>,
     index: usize,
 ) -> Result<Message, ApiError> {
-    parse_message(value, env, app.engine.identity())
+    parse_raw_message(message, env, app.engine.identity())
         .map(|p| p.message)
         .map_err(|e| ApiError::InvalidMessage {
             index,
