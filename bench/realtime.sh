@@ -5,8 +5,11 @@
 #   1. Maximum throughput: EVENTS events as fast as possible; the time until the real-time
 #      engine has applied the last one gives events/s and tag-state updates/s end to end; the
 #      engine thread's own CPU time gives the rate per core.
-#   2. Latency at half that rate, once per batch size in LATENCY_BATCHES (default "100 500":
-#      a batch of the Segment server libraries' usual size, and the throughput phase's):
+#   2. Latency at half that rate, once per BATCH:ARRIVALS in LATENCY_PHASES (default
+#      "100:poisson 500:poisson 500:aligned": a batch of the Segment server libraries' usual
+#      size and the throughput phase's, sent by 4 connections at independent exponentially
+#      distributed times — the usual model of many clients — and, as the worst case, with the
+#      4 connections sending at the same instants, a burst of 2,000 events at every gap):
 #      probes (one new person each) measure how long after the send
 #      and after the acknowledgement the tag change is readable in the change stream (as seen
 #      by a client on the same 2 cores), and the server's own visibility lag of every event of
@@ -61,11 +64,12 @@ open('$DIR/rate','w').write(str(int(c['events']/wall)))
 "
 HALF=$(( $(cat "$DIR/rate") / 2 ))
 SEED=2
-for BATCH in ${LATENCY_BATCHES:-100 500}; do
-echo "latency at half of the maximum rate ($HALF events/s), batches of $BATCH, $PROBES probes:"
+for PHASE in ${LATENCY_PHASES:-100:poisson 500:poisson 500:aligned}; do
+BATCH=${PHASE%%:*}; ARRIVALS=${PHASE#*:}
+echo "latency at half of the maximum rate ($HALF events/s), batches of $BATCH, $ARRIVALS arrivals, $PROBES probes:"
 curl -sf "${A[@]}" -X POST 127.0.0.1:$PORT/api/v1/realtime/visibility/reset >/dev/null
 $B/portrait-loadgen --addr 127.0.0.1:$PORT --write-key bench-write-key --events "$EVENTS" \
-  --connections 4 --batch "$BATCH" --seed "$SEED" --fresh-timestamps --rate "$HALF" \
+  --connections 4 --batch "$BATCH" --seed "$SEED" --fresh-timestamps --rate "$HALF" --arrivals "$ARRIVALS" \
   --probes "$PROBES" --token bench 2>&1 | grep -v '^building'
 rt | python3 -c "
 import json,sys

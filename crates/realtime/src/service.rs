@@ -865,7 +865,10 @@ impl Worker {
         self.dirty = false;
         let handle = std::thread::Builder::new()
             .name("portrait-realtime-snapshot".into())
-            .spawn(move || write_snapshot(&path, &snap))
+            .spawn(move || {
+                portrait_store::run_in_background();
+                write_snapshot(&path, &snap)
+            })
             .map_err(|e| ServiceError::State {
                 path: self.path.clone(),
                 reason: e.to_string(),

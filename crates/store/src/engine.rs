@@ -1286,6 +1286,7 @@ impl Committer {
         let handle = std::thread::Builder::new()
             .name("portrait-snapshot".into())
             .spawn(move || {
+                crate::run_in_background();
                 let started = Instant::now();
                 let encoded = captured.encode(&codec);
                 // The profiles were released as they were written.

@@ -24,4 +24,37 @@ pub use engine::{
     Applied, Engine, EngineOptions, ErasureReport, IngestReport, Observer, State, Stats,
 };
 pub use error::StoreError;
+
+/// Nice level of background threads (snapshots): below request handling, the committer and
+/// the real-time engine, so a snapshot being written does not add to their latency, yet with
+/// a quarter of a busy core's share it still ends in seconds.
+pub const BACKGROUND_NICE: i32 = 5;
+
+/// Lowers the calling thread's scheduling priority to [`BACKGROUND_NICE`] (Linux: per thread;
+/// lowering one's own priority needs no privilege). A refusal is ignored: the thread then
+/// runs at the default priority, as before.
+pub fn run_in_background() {
+    let _ = rustix::process::setpriority_process(
+        Some(rustix::thread::gettid()),
+        BACKGROUND_NICE,
+    );
+}
 pub use sources::{Source, SourceKind, SourceRegistry};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_background_thread_runs_at_the_background_nice_level() {
+        let nice = std::thread::spawn(|| {
+            super::run_in_background();
+            // Field 19 of /proc/thread-self/stat (after the parenthesised name) is the nice level.
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+            let after_name = &stat[stat.rfind(')').expect("name") + 2..];
+            after_name.split(' ').nth(16).expect("nice").parse::<i32>().expect("number")
+        })
+        .join()
+        .expect("thread");
+        // Unless the tests themselves run at a lower priority than the background level.
+        assert!(nice >= super::BACKGROUND_NICE, "nice {nice}");
+    }
+}

@@ -3,7 +3,8 @@
 //!
 //! Bodies are built before the clock starts (realistic Segment messages: identify and track
 //! calls of a population of people, ~300 bytes each), then `--connections` threads each keep one
-//! HTTP/1.1 connection and send their share of batches back to back (or at `--rate`).
+//! HTTP/1.1 connection and send their share of batches back to back (or at `--rate`, with
+//! Poisson, staggered or aligned arrivals: `--arrivals`).
 //!
 //! With `--probes N --token T`, a probe thread also sends N single `Realtime Probe` events (one
 //! new person each, every `--probe-every-ms`) while a consumer long-polls `/api/v1/changes`:
@@ -49,6 +50,9 @@ struct Args {
     /// Target events per second over all connections (0 = as fast as possible).
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// With `--rate`: how the sends of the connections are spread over time.
+    #[arg(long, value_enum, default_value_t = Arrivals::Poisson)]
+    arrivals: Arrivals,
     /// Latency probes to send (needs `--token`).
     #[arg(long, default_value_t = 0)]
     probes: usize,
@@ -58,6 +62,38 @@ struct Args {
     /// Time between probes, ms.
     #[arg(long, default_value_t = 20)]
     probe_every_ms: u64,
+}
+
+/// When a paced connection sends its next batch.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Arrivals {
+    /// Each connection waits an exponentially distributed time (mean: the connection's share
+    /// of the rate) between sends: independent clients, as arrivals at a server usually are;
+    /// sends of different connections coincide by chance.
+    Poisson,
+    /// Fixed gaps, the connections' sends evenly interleaved.
+    Staggered,
+    /// Fixed gaps, all connections sending at the same instants: a burst of
+    /// `connections × batch` events at every gap (the worst case for latency).
+    Aligned,
+}
+
+/// splitmix64: the Poisson gaps' random numbers (reproducible from `--seed`).
+struct Rng(u64);
+
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) as f64 / (u64::MAX as f64 + 1.0)
+    }
+
+    /// An exponentially distributed multiple of the mean gap (mean 1).
+    fn exponential(&mut self) -> f64 {
+        -(1.0 - self.next_f64()).ln()
+    }
 }
 
 const CATEGORIES: [&str; 3] = ["护肤", "彩妆", "母婴"];
@@ -123,14 +159,25 @@ fn main() -> Result<()> {
                     let mut client = http::Client::connect(addr)?;
                     let mut lat = Vec::new();
                     let mut busy = 0;
+                    let mut rng = Rng(args.seed.wrapping_mul(1_000_003) ^ c as u64);
                     let mut next = Instant::now();
+                    if let Some(gap) = per_conn_gap {
+                        next += match args.arrivals {
+                            Arrivals::Poisson => gap.mul_f64(rng.exponential()),
+                            Arrivals::Staggered => gap.mul_f64(c as f64 / args.connections as f64),
+                            Arrivals::Aligned => Duration::ZERO,
+                        };
+                    }
                     for b in (c..bodies.len()).step_by(args.connections) {
                         if let Some(gap) = per_conn_gap {
                             let now = Instant::now();
                             if next > now {
                                 std::thread::sleep(next - now);
                             }
-                            next += gap;
+                            next += match args.arrivals {
+                                Arrivals::Poisson => gap.mul_f64(rng.exponential()),
+                                Arrivals::Staggered | Arrivals::Aligned => gap,
+                            };
                         }
                         let body = bodies[b].as_bytes();
                         loop {
