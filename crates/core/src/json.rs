@@ -51,10 +51,23 @@ pub fn pick<'a, K: AsRef<str>>(
     text: &'a str,
     keys: &[K],
 ) -> Result<Option<Vec<Option<&'a RawValue>>>, serde_json::Error> {
+    let mut out = vec![None; keys.len()];
+    Ok(pick_into(text, keys, &mut out)?.then_some(out))
+}
+
+/// [`pick`] into a buffer of `keys.len()` entries (reset first); `Ok(false)` when the text is
+/// not an object.
+pub fn pick_into<'a, K: AsRef<str>>(
+    text: &'a str,
+    keys: &[K],
+    out: &mut [Option<&'a RawValue>],
+) -> Result<bool, serde_json::Error> {
+    debug_assert_eq!(keys.len(), out.len());
+    out.fill(None);
     let mut de = serde_json::Deserializer::from_str(text);
-    let picked = serde::Deserializer::deserialize_any(&mut de, Picker(keys))?;
+    let object = serde::Deserializer::deserialize_any(&mut de, Picker { keys, out })?;
     de.end()?;
-    Ok(picked)
+    Ok(object)
 }
 
 /// Text of a raw string value, unescaped (borrowed when it has no escapes); `None` for other
@@ -110,49 +123,58 @@ pub fn compact(text: &str) -> Cow<'_, str> {
             Err(_) => Cow::Borrowed(text),
         };
     }
+    // Outside strings, tokens are short: byte by byte. Inside, jump to the closing quote (no
+    // escapes here, so the next quote closes the string).
     let bytes = text.as_bytes();
-    if !bytes
-        .iter()
-        .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-    {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut in_string = false;
+    let mut out: Option<String> = None;
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        match b {
-            b'"' => in_string = !in_string,
-            b' ' | b'\t' | b'\n' | b'\r' if !in_string => {
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => match memchr::memchr(b'"', &bytes[i + 1..]) {
+                Some(len) => i += len + 2,
+                None => break,
+            },
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                let out = out.get_or_insert_with(|| String::with_capacity(text.len()));
                 out.push_str(&text[start..i]);
-                start = i + 1;
+                i += 1;
+                start = i;
             }
-            _ => {}
+            _ => i += 1,
         }
     }
-    out.push_str(&text[start..]);
-    Cow::Owned(out)
+    match out {
+        Some(mut out) => {
+            out.push_str(&text[start..]);
+            Cow::Owned(out)
+        }
+        None => Cow::Borrowed(text),
+    }
 }
 
-/// Deserialises any JSON value: an object into its listed entries, anything else into `None`.
-struct Picker<'k, K>(&'k [K]);
+/// Deserialises any JSON value: an object into its listed entries (true), anything else into
+/// nothing (false).
+struct Picker<'k, 'o, 'de, K> {
+    keys: &'k [K],
+    out: &'o mut [Option<&'de RawValue>],
+}
 
-impl<'de, K: AsRef<str>> Visitor<'de> for Picker<'_, K> {
-    type Value = Option<Vec<Option<&'de RawValue>>>;
+impl<'de, K: AsRef<str>> Visitor<'de> for Picker<'_, '_, 'de, K> {
+    type Value = bool;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out = vec![None; self.0.len()];
-        while let Some(key) = map.next_key_seed(Key(self.0))? {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        while let Some(key) = map.next_key_seed(Key(self.keys))? {
             match key {
                 Some(i) => {
                     let value: &RawValue = map.next_value()?;
                     // A key listed twice gets the value at every place it is listed.
-                    let key = self.0[i].as_ref();
-                    for (slot, k) in out.iter_mut().zip(self.0).skip(i) {
+                    let key = self.keys[i].as_ref();
+                    for (slot, k) in self.out.iter_mut().zip(self.keys).skip(i) {
                         if k.as_ref() == key {
                             *slot = Some(value);
                         }
@@ -163,36 +185,36 @@ impl<'de, K: AsRef<str>> Visitor<'de> for Picker<'_, K> {
                 }
             }
         }
-        Ok(Some(out))
+        Ok(true)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
+        Ok(false)
     }
 
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
     }
 
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
     }
 }
 

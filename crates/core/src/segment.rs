@@ -112,16 +112,20 @@ enum F {
 #[derive(Debug, Clone)]
 pub struct RawMessage<'a> {
     text: &'a str,
-    /// `None` when the text is JSON but not an object.
-    fields: Option<Vec<Option<&'a RawValue>>>,
+    /// False when the text is JSON but not an object.
+    object: bool,
+    fields: [Option<&'a RawValue>; FIELDS.len()],
 }
 
 impl<'a> RawMessage<'a> {
     /// Reads a message's top-level fields; an error only when the text is not valid JSON.
     pub fn parse(text: &'a str) -> Result<Self, serde_json::Error> {
+        let mut fields = [None; FIELDS.len()];
+        let object = json::pick_into(text, &FIELDS, &mut fields)?;
         Ok(RawMessage {
             text,
-            fields: json::pick(text, &FIELDS)?,
+            object,
+            fields,
         })
     }
 
@@ -131,7 +135,7 @@ impl<'a> RawMessage<'a> {
     }
 
     fn get(&self, f: F) -> Option<&'a RawValue> {
-        self.fields.as_ref().and_then(|v| v[f as usize])
+        self.fields[f as usize]
     }
 
     /// The field's value unless absent or `null`.
@@ -169,7 +173,7 @@ pub fn parse_raw_message(
     env: &Envelope<'_>,
     config: &IdentityConfig,
 ) -> Result<Parsed, FieldError> {
-    if top.fields.is_none() {
+    if !top.object {
         return Err(FieldError::new("", "message must be a JSON object"));
     }
     let kind = match top.get(F::Type) {
@@ -429,10 +433,8 @@ fn merged<'a>(under: Option<&'a str>, over: Option<&'a str>) -> Cow<'a, str> {
 /// The listed entries of an object's text (all `None` when it is not an object).
 fn picked<'a, const N: usize>(text: &'a str, keys: [&str; N]) -> [Option<&'a RawValue>; N] {
     let mut out = [None; N];
-    if let Ok(Some(values)) = json::pick(text, &keys) {
-        for (slot, v) in out.iter_mut().zip(values) {
-            *slot = v;
-        }
+    if !matches!(json::pick_into(text, &keys, &mut out), Ok(true)) {
+        out = [None; N];
     }
     out
 }

@@ -34,10 +34,7 @@ pub const BACKGROUND_NICE: i32 = 5;
 /// lowering one's own priority needs no privilege). A refusal is ignored: the thread then
 /// runs at the default priority, as before.
 pub fn run_in_background() {
-    let _ = rustix::process::setpriority_process(
-        Some(rustix::thread::gettid()),
-        BACKGROUND_NICE,
-    );
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), BACKGROUND_NICE);
 }
 pub use sources::{Source, SourceKind, SourceRegistry};
 
@@ -50,7 +47,12 @@ mod tests {
             // Field 19 of /proc/thread-self/stat (after the parenthesised name) is the nice level.
             let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
             let after_name = &stat[stat.rfind(')').expect("name") + 2..];
-            after_name.split(' ').nth(16).expect("nice").parse::<i32>().expect("number")
+            after_name
+                .split(' ')
+                .nth(16)
+                .expect("nice")
+                .parse::<i32>()
+                .expect("number")
         })
         .join()
         .expect("thread");
