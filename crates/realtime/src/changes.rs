@@ -446,13 +446,16 @@ impl ChangeLog {
     /// crash (no clean close) cursors continue [`CRASH_GAP`] further, so no reader's cursor
     /// is reused.
     pub fn open(dir: &Path) -> Result<Self, ChangeError> {
-        Self::open_with(dir, None)
+        Self::open_with(dir, crate::service::Priority::Normal)
     }
 
-    /// [`ChangeLog::open`] with the writer thread at nice level `writer_nice` (see
-    /// [`crate::service::Options::worker_nice`]): lines are readable only once it wrote them,
+    /// [`ChangeLog::open`] with the writer thread scheduled as `writer_priority` (see
+    /// [`crate::service::Options::worker_priority`]): lines are readable only once it wrote them,
     /// so its waits are visibility lag as much as the worker's.
-    pub fn open_with(dir: &Path, writer_nice: Option<i32>) -> Result<Self, ChangeError> {
+    pub fn open_with(
+        dir: &Path,
+        writer_priority: crate::service::Priority,
+    ) -> Result<Self, ChangeError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let marked = match std::fs::remove_file(dir.join(CLEAN)) {
             Ok(()) => true,
@@ -555,7 +558,7 @@ impl ChangeLog {
             std::thread::Builder::new()
                 .name("portrait-changes".into())
                 .spawn(move || {
-                    crate::service::prioritise(writer_nice, "change stream writer");
+                    crate::service::prioritise(writer_priority, "change stream writer");
                     files.run(rx)
                 })
                 .map_err(io(dir))?

@@ -64,10 +64,41 @@ pub struct Options {
     pub snapshot_every_ms: u64,
     /// Time between rebuilds of profiles that received events beyond the lateness bound.
     pub refresh_every_ms: u64,
-    /// Nice level asked for the worker thread and the change stream's writer (default -10:
-    /// ahead of request handling and batch work; kept at the default priority where the
-    /// process may not raise it).
-    pub worker_nice: Option<i32>,
+    /// How the worker thread and the change stream's writer ask to be scheduled (default
+    /// [`Priority::RoundRobin`], falling back to nice −10).
+    pub worker_priority: Priority,
+}
+
+/// How a latency-critical thread (the worker, the change stream's writer) asks to be
+/// scheduled. Their CPU need is bounded by the ingest rate, and every millisecond they wait
+/// for a core behind request parsing, batch work or a co-located client is visibility lag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// As every other thread.
+    Normal,
+    /// A nice level (a negative one needs `CAP_SYS_NICE` or a matching `RLIMIT_NICE`).
+    Nice(i32),
+    /// Linux `SCHED_RR` at the lowest real-time priority (1): runs as soon as it is runnable,
+    /// ahead of every normal thread (the kernel still keeps 5 % of each second for them).
+    /// Needs `CAP_SYS_NICE` or `RLIMIT_RTPRIO`; where refused, the nice level `or_nice`.
+    RoundRobin {
+        /// The nice level asked for when real-time scheduling is refused.
+        or_nice: i32,
+    },
+}
+
+impl Priority {
+    /// Reads `rr`, `nice` or `normal` (the values of `PORTRAIT_REALTIME_PRIORITY`).
+    pub fn parse(text: &str) -> Result<Priority, String> {
+        match text.trim() {
+            "rr" => Ok(Priority::RoundRobin { or_nice: -10 }),
+            "nice" => Ok(Priority::Nice(-10)),
+            "normal" => Ok(Priority::Normal),
+            other => Err(format!(
+                "real-time priority `{other}`: expected rr, nice or normal"
+            )),
+        }
+    }
 }
 
 impl Default for Options {
@@ -76,7 +107,7 @@ impl Default for Options {
             config: Config::default(),
             snapshot_every_ms: 300_000,
             refresh_every_ms: 60_000,
-            worker_nice: Some(-10),
+            worker_priority: Priority::RoundRobin { or_nice: -10 },
         }
     }
 }
@@ -120,13 +151,29 @@ fn fingerprint(plan: &Plan, audiences: &[Audience]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(format!("{plan:?}|{audiences:?}").as_bytes())
 }
 
-/// Raises the calling thread's scheduling priority to nice level `nice` (Linux: per thread;
-/// negative values need `CAP_SYS_NICE` or a matching `RLIMIT_NICE`). The real-time worker's CPU
-/// need is bounded by the ingest rate, and every millisecond it waits behind request parsing,
-/// batch work or a co-located client is visibility lag. Refused → logged once, nothing else.
-pub(crate) fn prioritise(nice: Option<i32>, thread: &str) {
-    let Some(nice) = nice else {
-        return;
+/// Asks for the calling thread's scheduling (Linux: per thread). Refused → logged once, the
+/// thread keeps the default priority.
+pub(crate) fn prioritise(priority: Priority, thread: &str) {
+    let nice = match priority {
+        Priority::Normal => return,
+        Priority::Nice(nice) => nice,
+        Priority::RoundRobin { or_nice } => {
+            use thread_priority::{
+                set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
+                ThreadPriority, ThreadSchedulePolicy,
+            };
+            let rr = ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::RoundRobin);
+            match set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, rr) {
+                Ok(()) => {
+                    tracing::info!(thread, "real-time thread scheduled round-robin (SCHED_RR)");
+                    return;
+                }
+                Err(e) => {
+                    tracing::info!(thread, error = ?e, "SCHED_RR refused; asking for a nice level");
+                    or_nice
+                }
+            }
+        }
     };
     let me = rustix::thread::gettid();
     match rustix::process::setpriority_process(Some(me), nice) {
@@ -308,7 +355,7 @@ impl Service {
         })?;
         let changes = Arc::new(ChangeLog::open_with(
             &dir.join("changes"),
-            options.worker_nice,
+            options.worker_priority,
         )?);
         let path = dir.join("state.bin");
         let started = std::time::Instant::now();
@@ -553,7 +600,7 @@ fn recover(
 
 impl Worker {
     fn run(mut self, rx: Receiver<Msg>) {
-        prioritise(self.options.worker_nice, "real-time worker");
+        prioritise(self.options.worker_priority, "real-time worker");
         let mut last_snapshot = std::time::Instant::now();
         let mut last_refresh = std::time::Instant::now();
         loop {
@@ -911,4 +958,39 @@ pub fn erase_offline(dir: &Path, profiles: &[u32]) -> Result<u64, ServiceError> 
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priorities_read_from_text_and_a_nice_level_is_applied_to_the_calling_thread() {
+        assert_eq!(
+            Priority::parse(" rr\n"),
+            Ok(Priority::RoundRobin { or_nice: -10 })
+        );
+        assert_eq!(Priority::parse("nice"), Ok(Priority::Nice(-10)));
+        assert_eq!(Priority::parse("normal"), Ok(Priority::Normal));
+        let err = Priority::parse("fifo").expect_err("unknown");
+        assert!(
+            err.contains("`fifo`") && err.contains("rr, nice or normal"),
+            "{err}"
+        );
+        // Lowering one's own priority needs no privilege.
+        let nice = std::thread::spawn(|| {
+            prioritise(Priority::Nice(7), "test");
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+            let after_name = &stat[stat.rfind(')').expect("name") + 2..];
+            after_name
+                .split(' ')
+                .nth(16)
+                .expect("nice")
+                .parse::<i32>()
+                .expect("number")
+        })
+        .join()
+        .expect("thread");
+        assert!(nice >= 7, "nice {nice}");
+    }
 }

@@ -9,7 +9,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use portrait_realtime::service::{Options, Service};
+use portrait_realtime::service::{Options, Priority, Service};
+
+/// Environment variable choosing how the real-time worker and the change stream's writer are
+/// scheduled: `rr` (default: `SCHED_RR` where permitted, else nice −10), `nice` (nice −10) or
+/// `normal`.
+pub const PRIORITY_VAR: &str = "PORTRAIT_REALTIME_PRIORITY";
 use portrait_realtime::webhook::{WebhookError, WebhookSpec, Webhooks};
 use portrait_realtime::{Audience, Kind};
 use serde::Deserialize;
@@ -63,9 +68,19 @@ pub fn start(
     engine: &Arc<portrait_store::Engine>,
     tagging: &portrait_tagging::service::Tagging,
 ) -> Result<Live, String> {
+    let mut options = Options::default();
+    if let Ok(text) = std::env::var(PRIORITY_VAR) {
+        match Priority::parse(&text) {
+            Ok(p) => options.worker_priority = p,
+            Err(e) => tracing::warn!(
+                "{PRIORITY_VAR}: {e}; using the default ({:?})",
+                options.worker_priority
+            ),
+        }
+    }
     let (plan, audiences) = definitions(tagging);
     let dir = engine.dir().join("realtime");
-    let service = Service::start(engine.clone(), &dir, plan, audiences, Options::default())
+    let service = Service::start(engine.clone(), &dir, plan, audiences, options)
         .map_err(|e| e.to_string())?;
     let webhooks = Webhooks::start(&dir.join("webhooks.json"), service.changes().clone())
         .map_err(|e| e.to_string())?;
