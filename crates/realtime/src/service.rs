@@ -980,14 +980,7 @@ mod tests {
         // Lowering one's own priority needs no privilege.
         let nice = std::thread::spawn(|| {
             prioritise(Priority::Nice(7), "test");
-            let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
-            let after_name = &stat[stat.rfind(')').expect("name") + 2..];
-            after_name
-                .split(' ')
-                .nth(16)
-                .expect("nice")
-                .parse::<i32>()
-                .expect("number")
+            rustix::process::getpriority_process(Some(rustix::thread::gettid())).expect("nice")
         })
         .join()
         .expect("thread");

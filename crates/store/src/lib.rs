@@ -44,15 +44,7 @@ mod tests {
     fn a_background_thread_runs_at_the_background_nice_level() {
         let nice = std::thread::spawn(|| {
             super::run_in_background();
-            // Field 19 of /proc/thread-self/stat (after the parenthesised name) is the nice level.
-            let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
-            let after_name = &stat[stat.rfind(')').expect("name") + 2..];
-            after_name
-                .split(' ')
-                .nth(16)
-                .expect("nice")
-                .parse::<i32>()
-                .expect("number")
+            rustix::process::getpriority_process(Some(rustix::thread::gettid())).expect("nice")
         })
         .join()
         .expect("thread");
