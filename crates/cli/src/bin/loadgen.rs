@@ -141,73 +141,79 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let done = std::sync::atomic::AtomicBool::new(false);
     let probe_report = std::sync::Mutex::new(None);
-    let results: Vec<Result<(Vec<Duration>, usize)>> = std::thread::scope(|scope| {
-        if args.probes > 0 {
-            let (args, auth, done, report) = (&args, &auth, &done, &probe_report);
-            scope.spawn(move || {
-                let r = probes(args, auth, done);
-                *report.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+    // `elapsed`: until the last batch was acknowledged (the probes may go on after it).
+    let (results, elapsed): (Vec<Result<(Vec<Duration>, usize)>>, Duration) =
+        std::thread::scope(|scope| {
+            if args.probes > 0 {
+                let (args, auth, done, report) = (&args, &auth, &done, &probe_report);
+                scope.spawn(move || {
+                    let r = probes(args, auth, done);
+                    *report.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                });
+            }
+            let per_conn_gap = (args.rate > 0).then(|| {
+                Duration::from_secs_f64(
+                    args.batch as f64 * args.connections as f64 / args.rate as f64,
+                )
             });
-        }
-        let per_conn_gap = (args.rate > 0).then(|| {
-            Duration::from_secs_f64(args.batch as f64 * args.connections as f64 / args.rate as f64)
-        });
-        let handles: Vec<_> = (0..args.connections)
-            .map(|c| {
-                let (bodies, auth, addr) = (&bodies, &auth, &args.addr);
-                scope.spawn(move || -> Result<(Vec<Duration>, usize)> {
-                    let mut client = http::Client::connect(addr)?;
-                    let mut lat = Vec::new();
-                    let mut busy = 0;
-                    let mut rng = Rng(args.seed.wrapping_mul(1_000_003) ^ c as u64);
-                    let mut next = Instant::now();
-                    if let Some(gap) = per_conn_gap {
-                        next += match args.arrivals {
-                            Arrivals::Poisson => gap.mul_f64(rng.exponential()),
-                            Arrivals::Staggered => gap.mul_f64(c as f64 / args.connections as f64),
-                            Arrivals::Aligned => Duration::ZERO,
-                        };
-                    }
-                    for b in (c..bodies.len()).step_by(args.connections) {
+            let handles: Vec<_> = (0..args.connections)
+                .map(|c| {
+                    let (bodies, auth, addr) = (&bodies, &auth, &args.addr);
+                    scope.spawn(move || -> Result<(Vec<Duration>, usize)> {
+                        let mut client = http::Client::connect(addr)?;
+                        let mut lat = Vec::new();
+                        let mut busy = 0;
+                        let mut rng = Rng(args.seed.wrapping_mul(1_000_003) ^ c as u64);
+                        let mut next = Instant::now();
                         if let Some(gap) = per_conn_gap {
-                            let now = Instant::now();
-                            if next > now {
-                                std::thread::sleep(next - now);
-                            }
                             next += match args.arrivals {
                                 Arrivals::Poisson => gap.mul_f64(rng.exponential()),
-                                Arrivals::Staggered | Arrivals::Aligned => gap,
+                                Arrivals::Staggered => {
+                                    gap.mul_f64(c as f64 / args.connections as f64)
+                                }
+                                Arrivals::Aligned => Duration::ZERO,
                             };
                         }
-                        let body = bodies[b].as_bytes();
-                        loop {
-                            let t = Instant::now();
-                            let (code, _) = client.post("/v1/batch", auth, body)?;
-                            match code {
-                                200 => {
-                                    lat.push(t.elapsed());
-                                    break;
+                        for b in (c..bodies.len()).step_by(args.connections) {
+                            if let Some(gap) = per_conn_gap {
+                                let now = Instant::now();
+                                if next > now {
+                                    std::thread::sleep(next - now);
                                 }
-                                429 => {
-                                    busy += 1;
-                                    std::thread::sleep(Duration::from_millis(5));
+                                next += match args.arrivals {
+                                    Arrivals::Poisson => gap.mul_f64(rng.exponential()),
+                                    Arrivals::Staggered | Arrivals::Aligned => gap,
+                                };
+                            }
+                            let body = bodies[b].as_bytes();
+                            loop {
+                                let t = Instant::now();
+                                let (code, _) = client.post("/v1/batch", auth, body)?;
+                                match code {
+                                    200 => {
+                                        lat.push(t.elapsed());
+                                        break;
+                                    }
+                                    429 => {
+                                        busy += 1;
+                                        std::thread::sleep(Duration::from_millis(5));
+                                    }
+                                    other => bail!("batch {b}: HTTP {other}"),
                                 }
-                                other => bail!("batch {b}: HTTP {other}"),
                             }
                         }
-                    }
-                    Ok((lat, busy))
+                        Ok((lat, busy))
+                    })
                 })
-            })
-            .collect();
-        let out = handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| bail!("thread panicked")))
-            .collect();
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        out
-    });
-    let elapsed = started.elapsed();
+                .collect();
+            let out = handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| bail!("thread panicked")))
+                .collect();
+            let elapsed = started.elapsed();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            (out, elapsed)
+        });
     if let Some(r) = probe_report.into_inner().unwrap_or_else(|p| p.into_inner()) {
         println!("{}", r?);
     }
