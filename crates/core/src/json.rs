@@ -73,7 +73,7 @@ pub fn pick_into<'a, K: AsRef<str>>(
 /// Text of a raw string value, unescaped (borrowed when it has no escapes); `None` for other
 /// types.
 pub fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
-    let text = raw.get();
+    let text = raw.get().trim();
     if Kind::of(raw) != Kind::String {
         return None;
     }
