@@ -64,6 +64,9 @@ struct Args {
     probe_every_ms: u64,
 }
 
+/// What a connection's thread reports: its acknowledgement latencies and how many 429s it retried.
+type ConnectionReport = (Vec<Duration>, usize);
+
 /// When a paced connection sends its next batch.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Arrivals {
@@ -142,7 +145,7 @@ fn main() -> Result<()> {
     let done = std::sync::atomic::AtomicBool::new(false);
     let probe_report = std::sync::Mutex::new(None);
     // `elapsed`: until the last batch was acknowledged (the probes may go on after it).
-    let (results, elapsed): (Vec<Result<(Vec<Duration>, usize)>>, Duration) =
+    let (results, elapsed): (Vec<Result<ConnectionReport>>, Duration) =
         std::thread::scope(|scope| {
             if args.probes > 0 {
                 let (args, auth, done, report) = (&args, &auth, &done, &probe_report);
@@ -159,7 +162,7 @@ fn main() -> Result<()> {
             let handles: Vec<_> = (0..args.connections)
                 .map(|c| {
                     let (bodies, auth, addr) = (&bodies, &auth, &args.addr);
-                    scope.spawn(move || -> Result<(Vec<Duration>, usize)> {
+                    scope.spawn(move || -> Result<ConnectionReport> {
                         let mut client = http::Client::connect(addr)?;
                         let mut lat = Vec::new();
                         let mut busy = 0;
