@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Parser;
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng};
 use serde_json::json;
 
 #[path = "../http.rs"]
@@ -81,22 +83,9 @@ enum Arrivals {
     Aligned,
 }
 
-/// splitmix64: the Poisson gaps' random numbers (reproducible from `--seed`).
-struct Rng(u64);
-
-impl Rng {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) as f64 / (u64::MAX as f64 + 1.0)
-    }
-
-    /// An exponentially distributed multiple of the mean gap (mean 1).
-    fn exponential(&mut self) -> f64 {
-        -(1.0 - self.next_f64()).ln()
-    }
+/// An exponentially distributed multiple of the mean gap (mean 1): a Poisson process's gaps.
+fn exponential(rng: &mut StdRng) -> f64 {
+    -(1.0 - rng.random::<f64>()).ln()
 }
 
 const CATEGORIES: [&str; 3] = ["护肤", "彩妆", "母婴"];
@@ -166,11 +155,12 @@ fn main() -> Result<()> {
                         let mut client = http::Client::connect(addr)?;
                         let mut lat = Vec::new();
                         let mut busy = 0;
-                        let mut rng = Rng(args.seed.wrapping_mul(1_000_003) ^ c as u64);
+                        let mut rng =
+                            StdRng::seed_from_u64(args.seed.wrapping_mul(1_000_003) ^ c as u64);
                         let mut next = Instant::now();
                         if let Some(gap) = per_conn_gap {
                             next += match args.arrivals {
-                                Arrivals::Poisson => gap.mul_f64(rng.exponential()),
+                                Arrivals::Poisson => gap.mul_f64(exponential(&mut rng)),
                                 Arrivals::Staggered => {
                                     gap.mul_f64(c as f64 / args.connections as f64)
                                 }
@@ -184,7 +174,7 @@ fn main() -> Result<()> {
                                     std::thread::sleep(next - now);
                                 }
                                 next += match args.arrivals {
-                                    Arrivals::Poisson => gap.mul_f64(rng.exponential()),
+                                    Arrivals::Poisson => gap.mul_f64(exponential(&mut rng)),
                                     Arrivals::Staggered | Arrivals::Aligned => gap,
                                 };
                             }
