@@ -4,7 +4,8 @@
 //!
 //! The pipeline inside this crate:
 //! 1. [`segment::parse_message_text`] turns one Segment JSON message into a validated
-//!    [`Message`] (reading only the fields it needs, see [`json`]), extracting and normalising its identifiers through an [`IdentityConfig`].
+//!    [`Message`] (reading only the fields it needs, see [`json`]), extracting and normalising
+//!    its identifiers through an [`IdentityConfig`].
 //! 2. [`ProfileBook::apply`] resolves the message's identifiers to one profile (creating or
 //!    merging profiles under per-type limits) and folds the message into that profile.
 //!    [`ProfileBook::apply_batch`] does the same for a run of messages (a group commit, a
