@@ -95,6 +95,16 @@ pub fn scalar_text(raw: &RawValue) -> Option<String> {
     }
 }
 
+/// The text of an object value: `Ok(None)` when absent or `null`, `Err` with the value's
+/// type for anything else (the "must be an object" of every optional object field).
+pub fn object_or_null(raw: Option<&RawValue>) -> Result<Option<&str>, Kind> {
+    match raw.map(|r| (Kind::of(r), r)) {
+        None | Some((Kind::Null, _)) => Ok(None),
+        Some((Kind::Object, r)) => Ok(Some(r.get())),
+        Some((other, _)) => Err(other),
+    }
+}
+
 /// A JSON object's entries (empty when the text is not an object).
 pub fn object(text: &str) -> Map<String, Value> {
     match serde_json::from_str(text) {
@@ -336,6 +346,13 @@ mod tests {
             assert_eq!(before, after, "{text}");
             assert_eq!(compacted, before.to_string(), "{text}");
         }
+        assert_eq!(object_or_null(None), Ok(None));
+        assert_eq!(object_or_null(Some(raw("null"))), Ok(None));
+        assert_eq!(
+            object_or_null(Some(raw(r#"{"a":1}"#))),
+            Ok(Some(r#"{"a":1}"#))
+        );
+        assert_eq!(object_or_null(Some(raw("[1]"))), Err(Kind::Array));
         assert!(is_empty_object(" { } "));
         assert!(!is_empty_object(r#"{"a":1}"#));
     }

@@ -221,12 +221,8 @@ pub fn parse_raw_message(
     // Objects stay text; they are parsed into maps only to be merged (rare).
     let context = merged(env.context, object_field(top, F::Context)?);
     let [context_traits, device, external] = picked(&context, ["traits", "device", "externalIds"]);
-    let context_traits = match context_traits {
-        Some(t) if Kind::of(t) == Kind::Object => Some(t.get()),
-        Some(t) if Kind::of(t) == Kind::Null => None,
-        None => None,
-        Some(_) => return Err(FieldError::new("context.traits", "must be an object")),
-    };
+    let context_traits = json::object_or_null(context_traits)
+        .map_err(|_| FieldError::new("context.traits", "must be an object"))?;
     // A group call's `traits` describe the group, not the person: they are kept as the event's
     // properties, and only `context.traits` reach the profile.
     let own_traits = object_field(top, F::Traits)?.filter(|_| kind != MessageKind::Group);
@@ -331,12 +327,13 @@ pub fn parse_raw_message(
         }
     }
     if let Some(external) = external {
-        let Ok(Value::Array(items)) = serde_json::from_str::<Value>(external.get()) else {
+        let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(external.get()) else {
             return Err(FieldError::new("context.externalIds", "must be an array"));
         };
         for (i, item) in items.iter().enumerate() {
-            let id = item.get("id").and_then(value_scalar_text);
-            let kind = item.get("type").and_then(Value::as_str);
+            let [id, kind, collection] = picked(item.get(), ["id", "type", "collection"]);
+            let id = id.and_then(json::scalar_text);
+            let kind = kind.and_then(json::string);
             let (Some(id), Some(kind)) = (id, kind) else {
                 return Err(FieldError::new(
                     &format!("context.externalIds[{i}]"),
@@ -344,13 +341,10 @@ pub fn parse_raw_message(
                 ));
             };
             let scoped = config
-                .rank(kind)
+                .rank(&kind)
                 .is_some_and(|r| config.type_at(r).scope_trait.is_some());
-            let scope = item
-                .get("collection")
-                .and_then(Value::as_str)
-                .filter(|_| scoped);
-            push(kind, &id, scope);
+            let scope = collection.and_then(json::string).filter(|_| scoped);
+            push(&kind, &id, scope.as_deref());
         }
     }
     for t in &config.types {
@@ -439,15 +433,6 @@ fn picked<'a, const N: usize>(text: &'a str, keys: [&str; N]) -> [Option<&'a Raw
     out
 }
 
-/// Text of a string or number value; `None` for other JSON types.
-fn value_scalar_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 fn field_error(f: F, reason: &str) -> FieldError {
     FieldError::new(FIELDS[f as usize], reason)
 }
@@ -473,11 +458,7 @@ fn string_field(top: &RawMessage<'_>, f: F) -> Result<Option<String>, FieldError
 }
 
 fn object_field<'a>(top: &RawMessage<'a>, f: F) -> Result<Option<&'a str>, FieldError> {
-    match top.present(f) {
-        None => Ok(None),
-        Some(v) if Kind::of(v) == Kind::Object => Ok(Some(v.get())),
-        Some(_) => Err(field_error(f, "must be an object")),
-    }
+    json::object_or_null(top.get(f)).map_err(|_| field_error(f, "must be an object"))
 }
 
 fn time_field(top: &RawMessage<'_>, f: F) -> Result<Option<Millis>, FieldError> {

@@ -15,7 +15,6 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::Json;
 use base64::Engine as _;
-use portrait_core::json::Kind;
 use portrait_core::segment::{parse_raw_message, Envelope, RawMessage};
 use portrait_core::{time, Message, MessageKind};
 use serde::Deserialize;
@@ -117,12 +116,8 @@ pub async fn batch(
         })?),
         _ => None,
     };
-    let context = match parsed.context {
-        Some(c) if Kind::of(c) == Kind::Object => Some(c.get()),
-        Some(c) if Kind::of(c) == Kind::Null => None,
-        None => None,
-        Some(_) => return Err(ApiError::BadRequest("context must be an object".into())),
-    };
+    let context = portrait_core::json::object_or_null(parsed.context)
+        .map_err(|_| ApiError::BadRequest("context must be an object".into()))?;
     let env = Envelope {
         source,
         received_at: time::now(),

@@ -10,11 +10,6 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use portrait_realtime::service::{Options, Priority, Service};
-
-/// Environment variable choosing how the real-time worker and the change stream's writer are
-/// scheduled: `rr` (default: `SCHED_RR` where permitted, else nice −10), `nice` (nice −10) or
-/// `normal`.
-pub const PRIORITY_VAR: &str = "PORTRAIT_REALTIME_PRIORITY";
 use portrait_realtime::webhook::{WebhookError, WebhookSpec, Webhooks};
 use portrait_realtime::{Audience, Kind};
 use serde::Deserialize;
@@ -22,6 +17,11 @@ use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::App;
+
+/// Environment variable choosing how the real-time worker and the change stream's writer are
+/// scheduled: `rr` (default: `SCHED_RR` where permitted, else nice −10), `nice` (nice −10) or
+/// `normal`.
+pub const PRIORITY_VAR: &str = "PORTRAIT_REALTIME_PRIORITY";
 
 /// The real-time engine and its webhooks, as the server runs them.
 pub struct Live {

@@ -83,9 +83,24 @@ enum Arrivals {
     Aligned,
 }
 
-/// An exponentially distributed multiple of the mean gap (mean 1): a Poisson process's gaps.
-fn exponential(rng: &mut StdRng) -> f64 {
-    -(1.0 - rng.random::<f64>()).ln()
+impl Arrivals {
+    /// When connection `c` of `connections` sends first, after the start.
+    fn first(self, gap: Duration, c: usize, connections: usize, rng: &mut StdRng) -> Duration {
+        match self {
+            Arrivals::Poisson => self.next_gap(gap, rng),
+            Arrivals::Staggered => gap.mul_f64(c as f64 / connections as f64),
+            Arrivals::Aligned => Duration::ZERO,
+        }
+    }
+
+    /// The time from one send of a connection to its next (`gap` on average).
+    fn next_gap(self, gap: Duration, rng: &mut StdRng) -> Duration {
+        match self {
+            // Exponentially distributed with mean `gap`: a Poisson process.
+            Arrivals::Poisson => gap.mul_f64(-(1.0 - rng.random::<f64>()).ln()),
+            Arrivals::Staggered | Arrivals::Aligned => gap,
+        }
+    }
 }
 
 const CATEGORIES: [&str; 3] = ["护肤", "彩妆", "母婴"];
@@ -159,13 +174,7 @@ fn main() -> Result<()> {
                             StdRng::seed_from_u64(args.seed.wrapping_mul(1_000_003) ^ c as u64);
                         let mut next = Instant::now();
                         if let Some(gap) = per_conn_gap {
-                            next += match args.arrivals {
-                                Arrivals::Poisson => gap.mul_f64(exponential(&mut rng)),
-                                Arrivals::Staggered => {
-                                    gap.mul_f64(c as f64 / args.connections as f64)
-                                }
-                                Arrivals::Aligned => Duration::ZERO,
-                            };
+                            next += args.arrivals.first(gap, c, args.connections, &mut rng);
                         }
                         for b in (c..bodies.len()).step_by(args.connections) {
                             if let Some(gap) = per_conn_gap {
@@ -173,10 +182,7 @@ fn main() -> Result<()> {
                                 if next > now {
                                     std::thread::sleep(next - now);
                                 }
-                                next += match args.arrivals {
-                                    Arrivals::Poisson => gap.mul_f64(exponential(&mut rng)),
-                                    Arrivals::Staggered | Arrivals::Aligned => gap,
-                                };
+                                next += args.arrivals.next_gap(gap, &mut rng);
                             }
                             let body = bodies[b].as_bytes();
                             loop {
