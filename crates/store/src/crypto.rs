@@ -110,15 +110,38 @@ impl MasterKey {
 }
 
 fn seal(aead: &Aes256Gcm, plain: &[u8]) -> Vec<u8> {
-    let nonce: [u8; 12] = rand::random();
     let mut out = Vec::with_capacity(12 + plain.len() + 16);
-    out.extend_from_slice(&nonce);
-    // Encryption with a valid key and nonce cannot fail for in-memory buffers.
-    out.extend(
-        aead.encrypt(Nonce::from_slice(&nonce), plain)
-            .unwrap_or_default(),
-    );
+    let Ok(()) = seal_with(aead, &mut out, copy_of(plain));
     out
+}
+
+/// A `write` for [`seal_with`] that appends `plain` as it is.
+fn copy_of(
+    plain: &[u8],
+) -> impl FnOnce(&mut Vec<u8>) -> std::result::Result<(), std::convert::Infallible> + '_ {
+    move |buf| {
+        buf.extend_from_slice(plain);
+        Ok(())
+    }
+}
+
+/// Appends `nonce | ciphertext | tag` of what `write` appends to `out`: the plaintext is
+/// written in place and encrypted where it lies (no copy of it, no buffer of its own).
+fn seal_with<E>(
+    aead: &Aes256Gcm,
+    out: &mut Vec<u8>,
+    write: impl FnOnce(&mut Vec<u8>) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let nonce: [u8; 12] = rand::random();
+    out.extend_from_slice(&nonce);
+    let start = out.len();
+    write(out)?;
+    // Encryption with a valid key and nonce cannot fail for in-memory buffers.
+    match aead.encrypt_in_place_detached(Nonce::from_slice(&nonce), b"", &mut out[start..]) {
+        Ok(tag) => out.extend_from_slice(&tag),
+        Err(_) => out.truncate(start),
+    }
+    Ok(())
 }
 
 fn open_sealed(aead: &Aes256Gcm, sealed: &[u8]) -> Option<Vec<u8>> {
@@ -308,12 +331,7 @@ impl Keyring {
 
     /// Encrypts with the active data key: `key id | nonce | ciphertext+tag`.
     pub fn encrypt_into(&self, plain: &[u8], out: &mut Vec<u8>) {
-        let written: std::result::Result<(), std::convert::Infallible> =
-            self.encrypt_with(out, |buf| {
-                buf.extend_from_slice(plain);
-                Ok(())
-            });
-        let Ok(()) = written;
+        let Ok(()) = self.encrypt_with(out, copy_of(plain));
     }
 
     /// [`Keyring::encrypt_into`] of what `write` appends to `out`: the plaintext is written in
@@ -329,16 +347,7 @@ impl Keyring {
             return Ok(());
         };
         out.extend_from_slice(&active.to_le_bytes());
-        let nonce: [u8; 12] = rand::random();
-        out.extend_from_slice(&nonce);
-        let start = out.len();
-        write(out)?;
-        // Encryption with a valid key and nonce cannot fail for in-memory buffers.
-        match aead.encrypt_in_place_detached(Nonce::from_slice(&nonce), b"", &mut out[start..]) {
-            Ok(tag) => out.extend_from_slice(&tag),
-            Err(_) => out.truncate(start),
-        }
-        Ok(())
+        seal_with(aead, out, write)
     }
 
     /// Decrypts `key id | nonce | ciphertext+tag`.
